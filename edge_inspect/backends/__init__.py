@@ -1,0 +1,1 @@
+"""Inference backends: one interface, ONNX Runtime and TensorRT implementations, same manifest."""

@@ -1,0 +1,75 @@
+"""``edge-inspect`` command line: one console script, one module per subcommand.
+
+Each subcommand module defines ``register(subparsers)`` which adds its parser and sets
+``func=handler``; a handler returns an exit code. Library errors (EdgeInspectError) become one line
+on stderr and their exit code here, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from .. import __version__
+from ..errors import EdgeInspectError
+
+# Subcommand modules, in help order. A module missing here (work in progress) is skipped.
+SUBCOMMANDS = [
+    "synth",  # make a synthetic MVTec-format category
+    "train",  # train RSTPM (needs the [train] extra)
+    "export",  # export ONNX graphs + manifest (needs [train])
+    "eval",  # evaluate a model folder on an MVTec-format category
+    "run",  # the line: camera -> model -> verdicts over ZeroMQ
+    "bench",  # model-only vs pipeline throughput
+    "listen",  # reference PLC-gateway subscriber
+    "keys",  # CURVE key pairs
+    "build",  # TensorRT engines (on the device)
+    "check",  # camera / environment checks
+    "info",  # show a model folder's manifest summary
+]
+
+log = logging.getLogger("edge_inspect")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edge-inspect", description="Line inspection at the edge (RSTPM).")
+    parser.add_argument("--version", action="version", version=f"edge-inspect {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}_cmd")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}_cmd":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def setup_logging(verbosity: int, level: str | None = None) -> None:
+    lvl = level or ("DEBUG" if verbosity >= 2 else "INFO" if verbosity == 1 else "WARNING")
+    logging.basicConfig(level=lvl, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    setup_logging(args.verbose, getattr(args, "log_level", None))
+    try:
+        return int(args.func(args) or 0)
+    except EdgeInspectError as exc:
+        print(f"edge-inspect {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"edge-inspect {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: metrics, calibrated thresholds, reports with pictures."""

@@ -1,0 +1,1 @@
+"""Health: stage statistics and systemd notify/watchdog."""

@@ -1,0 +1,1 @@
+"""The streaming pipeline: capture → preprocess → infer → decide → publish, with bounded queues."""

@@ -1,0 +1,1 @@
+"""ZeroMQ verdict protocol: message types, publisher, control channel, listener, CURVE security."""
