@@ -1,0 +1,43 @@
+"""Pick a backend by name; ``auto`` prefers TensorRT when usable, else ONNX Runtime, and logs why."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..manifest import Manifest, load_manifest
+from .base import Backend
+
+log = logging.getLogger(__name__)
+
+
+def tensorrt_usable(model_dir, manifest: Manifest) -> tuple[bool, str]:
+    """(usable, reason). Implemented by the TensorRT backend module; False when it is absent."""
+    try:
+        from .tensorrt import usable
+    except ImportError as exc:
+        return False, f"TensorRT backend unavailable ({exc})"
+    return usable(model_dir, manifest)
+
+
+def open_backend(model_dir: str | Path, name: str = "auto", manifest: Manifest | None = None, threads: int | None = None) -> Backend:
+    """Return an unloaded Backend for ``model_dir`` (use it as a context manager)."""
+    manifest = manifest or load_manifest(model_dir)
+    if name == "auto":
+        ok, reason = tensorrt_usable(model_dir, manifest)
+        if ok:
+            name = "tensorrt"
+            log.info("backend auto: using TensorRT (%s)", reason)
+        else:
+            name = "onnxruntime"
+            log.info("backend auto: using ONNX Runtime because %s", reason)
+    if name == "onnxruntime":
+        from .onnxrt import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(model_dir, manifest, threads=threads)
+    if name == "tensorrt":
+        from .tensorrt import TensorRTBackend
+
+        return TensorRTBackend(model_dir, manifest)
+    raise ConfigError(f"unknown backend '{name}'; choose auto, onnxruntime or tensorrt")
