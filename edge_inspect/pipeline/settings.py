@@ -17,10 +17,19 @@ class ModelSettings(BaseModel):
 
 
 class PipelineSettings(BaseModel):
+    # free-run: latest frame wins, older waiting frames are dropped and counted;
+    # lossless: every frame is judged and the camera is back-pressured.
     mode: str = Field(default="free-run", pattern="^(free-run|lossless)$")
+    # Depth of the frame queues in lossless mode and of the verdict queue (free-run frame queues hold 1).
     queue_size: int = Field(default=4, ge=1, le=1024)
     infer_timeout_s: float = Field(default=5.0, gt=0)
     heatmap: bool = False
     min_region_area_px: int = Field(default=16, ge=0)
     stats_interval_s: float = Field(default=10.0, gt=0)
     max_frames: int | None = Field(default=None, ge=1)
+    # Largest number of defect regions reported per verdict (highest peaks first).
+    max_regions: int = Field(default=32, ge=1)
+    # Inferences on a blank frame after (re)loading a model, before frames are judged.
+    warmup_runs: int = Field(default=2, ge=0)
+    # stop(): how long to wait for frames already taken to be judged and published.
+    drain_timeout_s: float = Field(default=30.0, gt=0)

@@ -1,0 +1,27 @@
+"""``edge-inspect export``: ONNX graphs + manifest.json from a training run."""
+
+from __future__ import annotations
+
+from ._lazy import import_trainer
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a run to a model folder (ONNX graphs + manifest)")
+    p.add_argument("--run", required=True, help="training run folder (holds model.pt)")
+    p.add_argument("--out", required=True, help="model folder to write")
+    p.add_argument("--calibration-defects", help="folder of labelled defective images: also store the F1-optimal threshold")
+    p.add_argument("--quantile", type=float, default=0.995, help="quantile of held-out good scores for the threshold")
+    p.add_argument("--margin", type=float, default=1.05, help="threshold = quantile × margin")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    export = import_trainer("export")
+    out = export.export(args.run, args.out, calibration_defects=args.calibration_defects, quantile=args.quantile, margin=args.margin)
+    from ..manifest import load_manifest
+
+    m = load_manifest(out)
+    gm = sum(g.gmacs or 0 for g in m.graphs)
+    print(f"exported {len(m.graphs)} graphs to {out} ({gm:.2f} GMACs per image)")
+    print(f"image threshold {m.calibration.image_threshold:.6g} ({m.calibration.image_threshold_method})")
+    return 0

@@ -1,0 +1,172 @@
+"""Backend outputs → Verdict for one frame: label, normalised score, defect regions, heat-map.
+
+Pure functions of their arguments (plus the wall clock for ``t_decision_wall``); no I/O, no state.
+The anomaly map arrives at model resolution (h, w); boxes and areas are scaled back to the
+ORIGINAL camera image, which the preprocessing resized as a whole (aspect ratio not kept).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .camera.base import Frame
+from .errors import BackendError, ConfigError
+from .manifest import Calibration, Manifest
+from .verdict import Region, Verdict
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Thresholds in force: ``image`` for the raw image score, ``pixel`` for the anomaly map.
+
+    ``source`` says where the image threshold came from: "manifest", "config" or "runtime".
+    """
+
+    image: float
+    pixel: float
+    source: str = "manifest"
+
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, image: float | None = None, pixel: float | None = None,
+                      source: str = "config") -> Thresholds:
+        """The manifest's calibrated thresholds, each replaced by its override when not None."""
+        cal = manifest.calibration
+        base = cls(cal.image_threshold, cal.pixel_threshold, "manifest")
+        return base.with_overrides(image, pixel, source)
+
+    def with_overrides(self, image: float | None = None, pixel: float | None = None,
+                       source: str = "runtime") -> Thresholds:
+        """A copy with the given thresholds replaced; raises ConfigError for a non-finite value."""
+        for name, value in (("image", image), ("pixel", pixel)):
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                raise ConfigError(f"{name} threshold must be a finite number, got {value!r}")
+        if image is None and pixel is None:
+            return self
+        return Thresholds(
+            image=float(image) if image is not None else self.image,
+            pixel=float(pixel) if pixel is not None else self.pixel,
+            source=source if image is not None else self.source,
+        )
+
+
+def normalise(values, threshold: float, calibration: Calibration):
+    """Map raw scores to [0, 1] so that ``threshold`` lands on 0.5 (manifest.Calibration formula).
+
+    Works on a float or an array; the span (norm_max - norm_min) comes from the calibration stats.
+    """
+    span = max(calibration.norm_max - calibration.norm_min, 1e-12)
+    return np.clip((np.asarray(values, np.float32) - threshold) / span + 0.5, 0.0, 1.0)
+
+
+def find_regions(anomaly_map: np.ndarray, pixel_threshold: float, image_hw: tuple[int, int],
+                 min_area_px: int = 0, max_regions: int | None = None) -> list[Region]:
+    """Connected regions of ``anomaly_map > pixel_threshold``, in original-image pixels.
+
+    anomaly_map: (h, w) float at model resolution; image_hw: (H, W) of the original image.
+    Boxes are the covering box of the component scaled by (W/w, H/h) (rounded outwards); area is the
+    component's pixel count times the scale product. Regions smaller than ``min_area_px`` (original
+    pixels) are dropped; the rest are sorted by peak value, highest first.
+    """
+    import cv2
+
+    h, w = anomaly_map.shape
+    big_h, big_w = image_hw
+    sx, sy = big_w / w, big_h / h
+    mask = (anomaly_map > pixel_threshold).astype(np.uint8)
+    if not mask.any():
+        return []
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    regions: list[Region] = []
+    for i in range(1, count):  # 0 is the background
+        left, top, width, height, area = (int(v) for v in stats[i])
+        scaled_area = int(round(area * sx * sy))
+        if scaled_area < min_area_px:
+            continue
+        window = labels[top : top + height, left : left + width] == i
+        peak = float(anomaly_map[top : top + height, left : left + width][window].max())
+        x0, y0 = int(math.floor(left * sx)), int(math.floor(top * sy))
+        x1 = min(big_w, int(math.ceil((left + width) * sx)))
+        y1 = min(big_h, int(math.ceil((top + height) * sy)))
+        regions.append(Region(x=x0, y=y0, w=x1 - x0, h=y1 - y0, area=scaled_area, peak=peak))
+    regions.sort(key=lambda r: r.peak, reverse=True)
+    return regions[:max_regions] if max_regions is not None else regions
+
+
+def _single(outputs: dict, name: str) -> np.ndarray:
+    if name not in outputs:
+        raise BackendError(f"backend output '{name}' is missing (got {sorted(outputs)})")
+    return np.asarray(outputs[name])
+
+
+def decide(outputs: dict, frame: Frame, thresholds: Thresholds, manifest: Manifest,
+           min_region_area_px: int = 0, want_heatmap: bool = False, max_regions: int | None = None,
+           latency_ms: dict[str, float] | None = None) -> Verdict:
+    """One frame's verdict from the backend outputs of a batch of one.
+
+    outputs: {"score": (1,), "anomaly_map": (1, 1, h, w)} (names from the manifest).
+    Label: "ng" when the raw score exceeds ``thresholds.image`` else "ok"; defect regions (only for
+    "ng") from the map thresholded at ``thresholds.pixel``; heat-map (h, w) float32 in [0, 1]
+    normalised like the score but around the pixel threshold. Raises BackendError for missing
+    outputs, a batch other than 1 or a non-finite score (the pipeline turns that into "unknown").
+    """
+    score_arr = _single(outputs, manifest.score_output).reshape(-1)
+    amap = _single(outputs, manifest.map_output)
+    if score_arr.size != 1 or amap.ndim != 4 or amap.shape[:2] != (1, 1):
+        raise BackendError(
+            f"expected score (1,) and anomaly_map (1, 1, h, w), got {score_arr.shape} and {amap.shape}"
+        )
+    score = float(score_arr[0])
+    if not math.isfinite(score):
+        raise BackendError(f"backend returned a non-finite score ({score})")
+    amap2d = amap[0, 0]
+    label = "ng" if score > thresholds.image else "ok"
+    regions: list[Region] = []
+    if label == "ng":
+        regions = find_regions(amap2d, thresholds.pixel, frame.image.shape[:2], min_region_area_px, max_regions)
+    heatmap = None
+    if want_heatmap:
+        heatmap = normalise(np.nan_to_num(amap2d, nan=0.0), thresholds.pixel, manifest.calibration)
+        heatmap = np.ascontiguousarray(heatmap, dtype=np.float32)
+    return Verdict(
+        camera_id=frame.camera_id,
+        seq=frame.seq,
+        label=label,
+        score=score,
+        normalised_score=float(normalise(score, thresholds.image, manifest.calibration)),
+        threshold=thresholds.image,
+        t_capture_wall=frame.t_wall,
+        t_decision_wall=time.time(),
+        part_id=frame.part_id,
+        regions=regions,
+        latency_ms=dict(latency_ms or {}),
+        model_id=manifest.model_id,
+        model_version=manifest.model_version,
+        heatmap=heatmap,
+    )
+
+
+def unknown_verdict(frame: Frame, error: str, thresholds: Thresholds | None = None,
+                    manifest: Manifest | None = None, latency_ms: dict[str, float] | None = None) -> Verdict:
+    """The verdict for a frame that could not be judged (backend error, timeout, bad image).
+
+    ``threshold`` is the image threshold in force, or 0.0 when none is known (keeps the JSON finite).
+    """
+    return Verdict(
+        camera_id=frame.camera_id,
+        seq=frame.seq,
+        label="unknown",
+        score=None,
+        normalised_score=None,
+        threshold=thresholds.image if thresholds is not None else 0.0,
+        t_capture_wall=frame.t_wall,
+        t_decision_wall=time.time(),
+        part_id=frame.part_id,
+        latency_ms=dict(latency_ms or {}),
+        error=error,
+        model_id=manifest.model_id if manifest is not None else "",
+        model_version=manifest.model_version if manifest is not None else "",
+    )

@@ -1,0 +1,1 @@
+"""RSTPM training and export (needs torch: install the [train] extra)."""

@@ -1,0 +1,100 @@
+"""Training configuration: model shape (profiles) and the two-stage schedule. Carried inside every checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from edge_inspect.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    teacher1: str = "efficientnet-lite0"
+    teacher2: str = "efficientnet-lite2"
+    teacher1_weights: str | None = None  # local file for ResNet weights (else torch hub cache)
+    teacher2_weights: str | None = None
+    student2_widths: list[int] = field(default_factory=lambda: [128, 64, 32])  # decoder widths at strides 16/8/4
+    attention: bool = True
+    disc_base: int = 16
+    disc_depth: int = 3
+    use_pair2: bool = True
+    use_discriminator: bool = True
+    map_sigma: float = 4.0  # Gaussian smoothing of the final map in input pixels (STPM uses 4)
+    score_topk: int = 1  # 1 = max of the map; >1 = mean of the top-k pixels
+
+
+@dataclass
+class TrainConfig:
+    profile: str = "edge"
+    image_size: int = 256
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # stage 1: both students; teachers frozen
+    epochs1: int = 30
+    batch_size1: int = 16
+    optimizer1: str = "adam"  # "sgd" is STPM's recipe (lr 0.4, momentum 0.9) for ResNet students
+    lr1: float = 1e-3
+    weight_decay1: float = 1e-5
+    # stage 2: discriminator on pseudo-anomalies; everything else frozen
+    epochs2: int = 40
+    batch_size2: int = 16
+    lr2: float = 1e-3
+    pool_factor: float = 2.0  # pseudo-anomaly samples generated per training image, maps cached
+    clean_fraction: float = 0.5
+    focal_gamma: float = 2.0
+    textures_dir: str | None = None
+    # data
+    max_train_images: int | None = None
+    holdout_fraction: float = 0.1  # good images held out for threshold calibration
+    augment: bool = False
+    seed: int = 0
+    device: str = "auto"
+    workers: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        model = ModelConfig(**d.pop("model", {}))
+        return TrainConfig(model=model, **d)
+
+
+PROFILES: dict[str, TrainConfig] = {
+    # Offline and Jetson-sized: two different EfficientNet-Lite teachers, slim decoder and U-Net.
+    "edge": TrainConfig(profile="edge"),
+    # The paper's shape: ResNet18 + ResNet50 teachers (weights from a local file / hub cache),
+    # ResNet18 student with STPM's SGD recipe, wide decoder and DRAEM-width U-Net.
+    "paper": TrainConfig(
+        profile="paper",
+        model=ModelConfig(teacher1="resnet18", teacher2="resnet50", student2_widths=[1024, 512, 256], disc_base=64, disc_depth=4),
+        epochs1=100,
+        batch_size1=32,
+        optimizer1="sgd",
+        lr1=0.4,
+        weight_decay1=1e-4,
+        epochs2=300,
+        lr2=1e-4,
+    ),
+}
+
+
+def make_config(profile: str, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Profile defaults with overrides applied; keys of ModelConfig may be given at top level."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
+    cfg = TrainConfig.from_dict(PROFILES[profile].to_dict())
+    model_keys = {f.name for f in fields(ModelConfig)}
+    top_keys = {f.name for f in fields(TrainConfig)}
+    model_over, top_over = {}, {}
+    for k, v in (overrides or {}).items():
+        if v is None:
+            continue
+        if k in model_keys:
+            model_over[k] = v
+        elif k in top_keys:
+            top_over[k] = v
+        else:
+            raise ConfigError(f"unknown training setting '{k}'")
+    return replace(cfg, model=replace(cfg.model, **model_over), **top_over)

@@ -1,0 +1,51 @@
+"""Training data in memory: good images resized to the model input, as uint8 tensors."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from edge_inspect.data.mvtec import MVTecCategory, Sample, load_image
+from edge_inspect.errors import DataError
+from edge_inspect.manifest import InputSpec
+from edge_inspect.preprocess import preprocess
+
+log = logging.getLogger(__name__)
+
+
+def split_train_holdout(samples: list[Sample], holdout_fraction: float, max_images: int | None, seed: int):
+    """Seeded split of good training samples into (train, holdout); holdout calibrates thresholds."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(samples))
+    samples = [samples[i] for i in order]
+    n_hold = int(round(len(samples) * holdout_fraction)) if len(samples) >= 10 else 0
+    if holdout_fraction > 0 and len(samples) >= 4:
+        n_hold = max(n_hold, 2)
+    holdout, train = samples[:n_hold], samples[n_hold:]
+    if max_images is not None:
+        train = train[:max_images]
+    if len(train) < 2:
+        raise DataError(f"need at least 2 good training images after holding out {n_hold}; found {len(samples)}")
+    return train, holdout
+
+
+def load_rgb_stack(samples: list[Sample], size: int, progress=None) -> np.ndarray:
+    """(N, size, size, 3) uint8 RGB, each whole image resized to the model input."""
+    import cv2
+
+    out = np.empty((len(samples), size, size, 3), np.uint8)
+    for i, s in enumerate(progress(samples) if progress else samples):
+        img = load_image(s.path)
+        out[i] = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR) if img.shape[:2] != (size, size) else img
+    return out
+
+
+def to_input(rgb: np.ndarray, spec: InputSpec) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB → (N, 3, H, W) float32 normalised exactly as the runtime does."""
+    return torch.from_numpy(np.concatenate([preprocess(im, spec, channel_order="RGB") for im in rgb]))
+
+
+def category(root, name) -> MVTecCategory:
+    return MVTecCategory(root, name)

@@ -1,0 +1,175 @@
+"""Export a trained run as a model folder: one ONNX graph per network + manifest.json.
+
+Graph I/O names are global tensor names (see edge_inspect.manifest), so the runtime wires the graphs
+by name. Thresholds are calibrated on the run's held-out good images *through the exported graphs*
+(ONNX Runtime), so the numbers match what runs on the line, and are stored in the manifest only.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_inspect import __version__
+from edge_inspect.data.mvtec import load_image
+from edge_inspect.errors import DataError, ModelError
+from edge_inspect.manifest import GraphSpec, Manifest, Provenance, TensorSpec, save_manifest, sha256_file, utc_now
+
+from .flops import count_macs, count_params
+from .model import RSTPM
+from .train import input_spec, load_trained
+
+log = logging.getLogger(__name__)
+OPSET = 17
+HEAD_INPUTS = ["t1_4", "t1_8", "t1_16", "s1_4", "s1_8", "s1_16", "t2_4", "t2_8", "t2_16", "s2_4", "s2_8", "s2_16"]
+HEAD_OUTPUTS = ["anomaly_map", "score", "st_map", "stpm_map", "disc_prob"]
+
+
+class _Teacher1(nn.Module):
+    def __init__(self, m: RSTPM):
+        super().__init__()
+        self.m = m.teacher1
+
+    def forward(self, image):
+        return tuple(self.m(image))
+
+
+class _Image3(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image):
+        return tuple(self.net(image))
+
+
+class _Student2(nn.Module):
+    def __init__(self, m: RSTPM):
+        super().__init__()
+        self.m = m.student2
+
+    def forward(self, t1_32, t2_4, t2_8, t2_16):
+        return tuple(self.m(t1_32, t2_4, t2_8, t2_16))
+
+
+class _Head(nn.Module):
+    def __init__(self, m: RSTPM):
+        super().__init__()
+        self.m = m.head
+
+    def forward(self, t1_4, t1_8, t1_16, s1_4, s1_8, s1_16, t2_4, t2_8, t2_16, s2_4, s2_8, s2_16):
+        out = self.m([t1_4, t1_8, t1_16], [s1_4, s1_8, s1_16], [t2_4, t2_8, t2_16], [s2_4, s2_8, s2_16])
+        return tuple(out[k] for k in HEAD_OUTPUTS)
+
+
+def _graphs(model: RSTPM):
+    """(name, wrapper, input names, output names) in execution order."""
+    return [
+        ("teacher1", _Teacher1(model), ["image"], ["t1_4", "t1_8", "t1_16", "t1_32"]),
+        ("student1", _Image3(model.student1), ["image"], ["s1_4", "s1_8", "s1_16"]),
+        ("teacher2", _Image3(model.teacher2), ["image"], ["t2_4", "t2_8", "t2_16"]),
+        ("student2", _Student2(model), ["t1_32", "t2_4", "t2_8", "t2_16"], ["s2_4", "s2_8", "s2_16"]),
+        ("discriminator", _Head(model), HEAD_INPUTS, HEAD_OUTPUTS),
+    ]
+
+
+def _spec(name: str, t: torch.Tensor) -> TensorSpec:
+    return TensorSpec(name=name, shape=["batch", *t.shape[1:]], dtype="float32")
+
+
+@torch.no_grad()
+def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | Path | None = None, quantile: float = 0.995,
+           margin: float = 1.05) -> Path:
+    """Write ``out_dir`` (ONNX graphs + manifest.json) from ``run_dir/model.pt``; returns out_dir."""
+    model, cfg, ckpt = load_trained(run_dir)
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+        raise ModelError(f"{out} exists and is not a model folder; choose an empty or new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    spec = input_spec(cfg)
+    x = torch.zeros(1, 3, spec.height, spec.width)
+    tensors: dict[str, torch.Tensor] = {"image": x}
+    graphs: list[GraphSpec] = []
+    total_gmacs = 0.0
+    for name, wrapper, in_names, out_names in _graphs(model):
+        wrapper.eval()
+        args = tuple(tensors[n] for n in in_names)
+        outs = wrapper(*args)
+        path = out / f"{name}.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                wrapper, args, str(path), input_names=in_names, output_names=out_names, opset_version=OPSET,
+                dynamic_axes={n: {0: "batch"} for n in in_names + out_names}, dynamo=False,
+            )
+        tensors.update(zip(out_names, outs, strict=True))
+        gmacs = count_macs(wrapper, *args) / 1e9
+        total_gmacs += gmacs
+        graphs.append(GraphSpec(
+            name=name, file=path.name, sha256=sha256_file(path),
+            inputs=[_spec(n, tensors[n]) for n in in_names], outputs=[_spec(n, tensors[n]) for n in out_names],
+            params=count_params(wrapper), gmacs=round(gmacs, 4),
+        ))
+        log.info("exported %s: %.3f GMACs, %.2f M params", path.name, gmacs, count_params(wrapper) / 1e6)
+
+    from edge_inspect.evaluation.calibration import calibrate
+
+    # Calibrate on held-out good images through the exported graphs (what runs on the line).
+    data = ckpt["data"]
+    cat_dir = Path(data["root"]) / data["category"]
+    holdout = [cat_dir / p for p in data["holdout"]]
+    provisional = Manifest(
+        model_id=f"rstpm-{cfg.profile}-{data['category']}", profile=cfg.profile, input=spec, graphs=graphs,
+        extra_outputs=["st_map", "stpm_map", "disc_prob"],
+        calibration=_placeholder_calibration(),
+        provenance=Provenance(
+            code_version=__version__, created_at=utc_now(), training_config=cfg.to_dict(), data_fingerprint=data["fingerprint"],
+            torch_version=ckpt.get("torch_version"), onnx_opset=OPSET,
+            notes=f"trained on {len(data['train'])} images of {data['category']}; {ckpt['state'].get('history', [{}])[-1]}",
+        ),
+    )
+    save_manifest(provisional, out)
+    good_scores, good_maps = _score_files(out, provisional, holdout)
+    if len(good_scores) < 2:
+        log.warning("fewer than 2 held-out good images; calibrating on training images (thresholds will be optimistic)")
+        good_scores, good_maps = _score_files(out, provisional, [cat_dir / p for p in data["train"][:32]])
+    defect_scores = None
+    if calibration_defects is not None:
+        files = sorted(p for p in Path(calibration_defects).rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+        if not files:
+            raise DataError(f"no images found in --calibration-defects {calibration_defects}")
+        defect_scores, _ = _score_files(out, provisional, files)
+    calibration = calibrate(good_scores, defect_scores=defect_scores, good_maps=good_maps, quantile=quantile, margin=margin)
+    manifest = provisional.model_copy(update={"calibration": calibration})
+    save_manifest(manifest, out)
+    shutil.copy2(Path(run_dir) / "history.json", out / "training_history.json") if (Path(run_dir) / "history.json").is_file() else None
+    log.info("model folder %s: %.3f GMACs total, image threshold %.5f", out, total_gmacs, calibration.image_threshold)
+    return out
+
+
+def _placeholder_calibration():
+    from edge_inspect.manifest import Calibration, ScoreStats
+
+    z = ScoreStats(count=0, mean=0.0, std=0.0, min=0.0, max=0.0)
+    return Calibration(image_threshold=float("inf"), image_threshold_method="uncalibrated", pixel_threshold=float("inf"),
+                       good_scores=z, norm_min=0.0, norm_max=1.0)
+
+
+def _score_files(model_dir: Path, manifest: Manifest, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (N,) and maps (N,H,W) of image files through the exported graphs (ONNX Runtime)."""
+    from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
+    from edge_inspect.preprocess import preprocess
+
+    scores, maps = [], []
+    with OnnxRuntimeBackend(model_dir, manifest) as backend:
+        for f in files:
+            out = backend.infer({"image": preprocess(load_image(f), manifest.input, channel_order="RGB")})
+            scores.append(float(out["score"][0]))
+            maps.append(out["anomaly_map"][0, 0])
+    return np.asarray(scores, np.float64), (np.stack(maps) if maps else np.zeros((0, 1, 1), np.float32))

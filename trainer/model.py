@@ -1,0 +1,238 @@
+"""RSTPM networks: teachers, students, the reconstructing decoder, the discriminator and the map head.
+
+Shapes at input (B, 3, H, W); scale k ∈ {4, 8, 16} means a feature map (B, C, H/k, W/k).
+Each network is a separate nn.Module so each exports to its own ONNX graph with global tensor names:
+teacher1: image → t1_4, t1_8, t1_16, t1_32 · student1: image → s1_4, s1_8, s1_16 ·
+teacher2: image → t2_4, t2_8, t2_16 · student2: t1_32, t2_4, t2_8, t2_16 → s2_4, s2_8, s2_16 ·
+discriminator (with map head): all twelve features → anomaly_map, score, st_map, stpm_map, disc_prob.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import build_backbone
+from .config import ModelConfig
+
+SCALES = (4, 8, 16)
+
+
+class Teacher(nn.Module):
+    """Frozen ImageNet backbone; returns the taps at strides 4/8/16 (and 32 when ``with_deepest``)."""
+
+    def __init__(self, backbone: str, with_deepest: bool, weights_path=None, pretrained: bool = True):
+        super().__init__()
+        self.net = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
+        self.with_deepest = with_deepest
+        self.channels = self.net.channels if with_deepest else self.net.channels[:3]
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True):  # frozen: BatchNorm statistics must never update
+        return super().train(False)
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.net(image)
+        return feats if self.with_deepest else feats[:3]
+
+
+class Student1(nn.Module):
+    """Plain STPM student: the teacher's architecture from scratch, taps at strides 4/8/16."""
+
+    def __init__(self, backbone: str):
+        super().__init__()
+        self.net = build_backbone(backbone, pretrained=False)
+        self.channels = self.net.channels[:3]
+        if hasattr(self.net, "blocks"):  # EfficientNet: drop the stride-32 blocks the student never uses
+            self.net.blocks = self.net.blocks[: self.net.taps[2] + 1]
+            self.net.taps = self.net.taps[:3]
+        else:
+            self.net.layers = self.net.layers[:3]
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        return self.net(image)[:3]
+
+
+def _conv_bn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class AttentionGate(nn.Module):
+    """Spatial attention from teacher 2's feature: 3×3 conv → BN → ReLU → 1×1 conv → sigmoid, (B,1,h,w)."""
+
+    def __init__(self, cin: int, hidden: int):
+        super().__init__()
+        self.body = nn.Sequential(_conv_bn_relu(cin, hidden), nn.Conv2d(hidden, 1, 1))
+
+    def forward(self, t2: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.body(t2))
+
+
+class Student2(nn.Module):
+    """Reconstructing student: decodes teacher 1's deepest feature (stride 32) into teacher 2's
+    features at strides 16, 8, 4, each decoder stage weighted by an attention gate from teacher 2."""
+
+    def __init__(self, in_channels: int, t2_channels: list[int], widths: list[int], attention: bool = True):
+        super().__init__()
+        w16, w8, w4 = widths
+        self.entry = _conv_bn_relu(in_channels, w16, 1)
+        self.stages = nn.ModuleList(
+            [
+                nn.Sequential(_conv_bn_relu(w16, w16), _conv_bn_relu(w16, w16)),
+                nn.Sequential(_conv_bn_relu(w16, w8), _conv_bn_relu(w8, w8)),
+                nn.Sequential(_conv_bn_relu(w8, w4), _conv_bn_relu(w4, w4)),
+            ]
+        )
+        c4, c8, c16 = t2_channels
+        self.heads = nn.ModuleList([nn.Conv2d(w16, c16, 1), nn.Conv2d(w8, c8, 1), nn.Conv2d(w4, c4, 1)])
+        self.attention = attention
+        if attention:
+            self.gates = nn.ModuleList([AttentionGate(c, max(16, c // 4)) for c in (c16, c8, c4)])
+
+    def forward(self, t1_32: torch.Tensor, t2_4: torch.Tensor, t2_8: torch.Tensor, t2_16: torch.Tensor) -> list[torch.Tensor]:
+        x = self.entry(t1_32)
+        outs = []
+        for i, t2 in enumerate((t2_16, t2_8, t2_4)):
+            x = F.interpolate(x, size=t2.shape[-2:], mode="bilinear", align_corners=False)
+            x = self.stages[i](x)
+            if self.attention:
+                x = x * self.gates[i](t2)
+            outs.append(self.heads[i](x))
+        return outs[::-1]  # s2_4, s2_8, s2_16
+
+
+class UNetDiscriminator(nn.Module):
+    """Small U-Net (DRAEM-like discriminative net): (B, 3, h, w) maps → (B, 1, h, w) anomaly logit."""
+
+    def __init__(self, base: int = 16, depth: int = 3, in_channels: int = 3):
+        super().__init__()
+        chans = [base * 2**i for i in range(depth + 1)]
+        self.enc = nn.ModuleList()
+        cin = in_channels
+        for c in chans:
+            self.enc.append(nn.Sequential(_conv_bn_relu(cin, c), _conv_bn_relu(c, c)))
+            cin = c
+        self.dec = nn.ModuleList()
+        for i in range(depth, 0, -1):
+            self.dec.append(nn.Sequential(_conv_bn_relu(chans[i] + chans[i - 1], chans[i - 1]), _conv_bn_relu(chans[i - 1], chans[i - 1])))
+        self.out = nn.Conv2d(chans[0], 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.enc):
+            if i > 0:
+                x = F.max_pool2d(x, 2)
+            x = block(x)
+            skips.append(x)
+        for block, skip in zip(self.dec, reversed(skips[:-1]), strict=True):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            x = block(torch.cat([x, skip], dim=1))
+        return self.out(x)
+
+
+def cosine_distance(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """1 − cos(s, t) over channels: (B, C, h, w) × 2 → (B, 1, h, w) in [0, 2]."""
+    return 1.0 - F.cosine_similarity(s, t, dim=1, eps=1e-6).unsqueeze(1)
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    radius = max(1, int(round(3 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+class MapHead(nn.Module):
+    """Per-scale maps → discriminator → final anomaly map and image score.
+
+    Maps are built at the stride-4 resolution (H/4, W/4), where the discriminator runs (16× cheaper
+    than full size; the finest feature is at stride 4 anyway), then upsampled to (H, W) and smoothed.
+    Outputs (all float32): anomaly_map (B,1,H,W) = st_map × disc_prob; score (B,) = max of anomaly_map;
+    st_map, stpm_map (STPM pair only) and disc_prob, (B,1,H,W), for diagnostics and ablations.
+    """
+
+    def __init__(self, cfg: ModelConfig, image_size: tuple[int, int]):
+        super().__init__()
+        self.image_size = image_size
+        self.use_disc = cfg.use_discriminator
+        self.use_pair2 = cfg.use_pair2
+        self.disc = UNetDiscriminator(cfg.disc_base, cfg.disc_depth) if self.use_disc else None
+        # Discriminator input normalisation (per-scale map mean/std on good images), set after stage 1.
+        self.register_buffer("map_mean", torch.zeros(1, 3, 1, 1))
+        self.register_buffer("map_std", torch.ones(1, 3, 1, 1))
+        self.register_buffer("blur", gaussian_kernel(cfg.map_sigma) if cfg.map_sigma > 0 else torch.ones(1))
+        self.score_topk = cfg.score_topk
+
+    def scale_maps(self, t1: list[torch.Tensor], s1: list[torch.Tensor], t2: list[torch.Tensor] | None, s2: list[torch.Tensor] | None):
+        """(B,1,h4,w4) maps per scale: pair 1 only, and M_k = pair 1 + pair 2 (both (B,3,h4,w4))."""
+        size = t1[0].shape[-2:]
+        up = lambda m: F.interpolate(m, size=size, mode="bilinear", align_corners=False)  # noqa: E731
+        d1 = torch.cat([up(cosine_distance(s, t)) for s, t in zip(s1, t1, strict=True)], dim=1)
+        if s2 is None or t2 is None:
+            return d1, d1
+        d2 = torch.cat([up(cosine_distance(s, t)) for s, t in zip(s2, t2, strict=True)], dim=1)
+        return d1, d1 + d2
+
+    def disc_logit(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.disc((maps - self.map_mean) / self.map_std)
+
+    def _smooth_full(self, m: torch.Tensor) -> torch.Tensor:
+        m = F.interpolate(m, size=self.image_size, mode="bilinear", align_corners=False)
+        if self.blur.numel() > 1:
+            k = self.blur
+            r = k.numel() // 2
+            m = F.pad(m, (r, r, r, r), mode="replicate")
+            m = F.conv2d(m, k.view(1, 1, 1, -1))
+            m = F.conv2d(m, k.view(1, 1, -1, 1))
+        return m
+
+    def image_score(self, amap: torch.Tensor) -> torch.Tensor:
+        flat = amap.flatten(1)
+        if self.score_topk > 1:
+            return flat.topk(self.score_topk, dim=1).values.mean(dim=1)
+        return flat.amax(dim=1)
+
+    def forward(self, t1, s1, t2=None, s2=None) -> dict[str, torch.Tensor]:
+        d1, maps = self.scale_maps(t1, s1, t2 if self.use_pair2 else None, s2 if self.use_pair2 else None)
+        stpm = d1.prod(dim=1, keepdim=True)
+        st = maps.prod(dim=1, keepdim=True)
+        if self.use_disc:
+            prob = torch.sigmoid(self.disc_logit(maps))
+            final = st * prob
+        else:
+            prob = torch.ones_like(st)
+            final = st
+        out = {
+            "anomaly_map": self._smooth_full(final),
+            "st_map": self._smooth_full(st),
+            "stpm_map": self._smooth_full(stpm),
+            "disc_prob": F.interpolate(prob, size=self.image_size, mode="bilinear", align_corners=False),
+        }
+        out["score"] = self.image_score(out["anomaly_map"])
+        return out
+
+
+class RSTPM(nn.Module):
+    """The whole model for training and torch-side evaluation. ``forward`` returns MapHead's dict."""
+
+    def __init__(self, cfg: ModelConfig, image_size: tuple[int, int] = (256, 256), pretrained: bool = True):
+        super().__init__()
+        self.cfg = cfg
+        self.teacher1 = Teacher(cfg.teacher1, with_deepest=True, weights_path=cfg.teacher1_weights, pretrained=pretrained)
+        self.student1 = Student1(cfg.teacher1)
+        self.teacher2 = Teacher(cfg.teacher2, with_deepest=False, weights_path=cfg.teacher2_weights, pretrained=pretrained)
+        self.student2 = Student2(self.teacher1.channels[3], self.teacher2.channels, cfg.student2_widths, cfg.attention)
+        self.head = MapHead(cfg, image_size)
+
+    def features(self, image: torch.Tensor):
+        t1 = self.teacher1(image)
+        s1 = self.student1(image)
+        t2 = self.teacher2(image)
+        s2 = self.student2(t1[3], *t2)
+        return t1, s1, t2, s2
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        t1, s1, t2, s2 = self.features(image)
+        return self.head(t1[:3], s1, t2, s2)

@@ -1,0 +1,290 @@
+"""Two-stage RSTPM training (nanoGPT-style: short, linear, commented).
+
+Stage 1 trains both students against frozen teachers. Without augmentation the teachers' outputs
+never change, so their features are computed once and cached; student 2 then trains on cached
+features alone. Stage 2 trains the discriminator on pseudo-anomalies: a pool of anomalous samples is
+generated once, pushed through the frozen networks, and only their small per-scale maps (B,3,H/4,W/4)
+are kept, so each discriminator epoch costs a few milliseconds per sample on a CPU.
+
+Checkpoints (RUN/checkpoint.pt) carry the config and resume where they stopped. Multi-GPU: launch
+with torchrun; DistributedDataParallel wraps the students and each rank takes a shard of each epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edge_inspect.data.mvtec import MVTecCategory, fingerprint
+from edge_inspect.errors import ConfigError, DataError
+from edge_inspect.manifest import InputSpec
+
+from .config import TrainConfig
+from .data import load_rgb_stack, split_train_holdout, to_input
+from .losses import feature_matching_loss, focal_loss
+from .model import RSTPM
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "checkpoint.pt"
+FINAL = "model.pt"
+
+
+def _progress(iterable=None, **kw):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return iterable
+    return tqdm(iterable, dynamic_ncols=True, disable=kw.pop("disable", False), **kw)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' requested but CUDA is not available")
+    return torch.device(name)
+
+
+def _dist_info() -> tuple[int, int]:
+    """(rank, world_size) under torchrun, else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+
+
+def input_spec(cfg: TrainConfig) -> InputSpec:
+    """ImageNet normalisation at the profile's input size (what the teachers were trained with)."""
+    return InputSpec(height=cfg.image_size, width=cfg.image_size)
+
+
+@torch.no_grad()
+def _teacher_features(model: RSTPM, images: torch.Tensor, device, batch: int, show: bool):
+    """Cached frozen-teacher features for ``images`` (N,3,H,W): (t1 list of 4, t2 list of 3), on CPU."""
+    t1_parts, t2_parts = [], []
+    for i in _progress(range(0, len(images), batch), desc="teacher features", disable=not show):
+        x = images[i : i + batch].to(device)
+        t1_parts.append([f.cpu() for f in model.teacher1(x)])
+        t2_parts.append([f.cpu() for f in model.teacher2(x)])
+    t1 = [torch.cat([p[k] for p in t1_parts]) for k in range(4)]
+    t2 = [torch.cat([p[k] for p in t2_parts]) for k in range(3)]
+    return t1, t2
+
+
+def _save(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str | Path, resume: bool = True, progress: bool = True) -> Path:
+    """Train RSTPM on ``data_root/category/train/good`` and write ``out_dir/model.pt``; returns its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rank, world = _dist_info()
+    show = progress and rank == 0
+    device = pick_device(cfg.device if world == 1 or cfg.device != "auto" else "auto")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed + rank)
+    amp = device.type == "cuda"
+
+    cat = MVTecCategory(data_root, category)
+    train_samples, holdout = split_train_holdout(cat.train_samples(), cfg.holdout_fraction, cfg.max_train_images, cfg.seed)
+    log.info("training on %d good images, %d held out for calibration", len(train_samples), len(holdout))
+    spec = input_spec(cfg)
+    rgb = load_rgb_stack(train_samples, cfg.image_size, progress=(lambda it: _progress(it, desc="loading images")) if show else None)
+    images = to_input(rgb, spec)
+
+    model = RSTPM(cfg.model, (cfg.image_size, cfg.image_size)).to(device)
+    students = torch.nn.ModuleList([model.student1, model.student2])
+    if cfg.optimizer1 == "sgd":
+        opt1 = torch.optim.SGD(students.parameters(), lr=cfg.lr1, momentum=0.9, weight_decay=cfg.weight_decay1)
+    else:
+        opt1 = torch.optim.Adam(students.parameters(), lr=cfg.lr1, weight_decay=cfg.weight_decay1)
+    opt2 = torch.optim.Adam(model.head.parameters(), lr=cfg.lr2) if cfg.model.use_discriminator else None
+    sched2 = (
+        torch.optim.lr_scheduler.MultiStepLR(opt2, [int(cfg.epochs2 * 0.8), int(cfg.epochs2 * 0.9)], gamma=0.2) if opt2 else None
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+
+    state = {"stage": 1, "epoch": 0, "history": []}
+    ckpt_path = out / CHECKPOINT
+    if resume and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ckpt["config"] != cfg.to_dict():
+            raise ConfigError(f"{ckpt_path} was trained with a different config; use a new --out folder or --no-resume")
+        model.load_state_dict(ckpt["model"])
+        opt1.load_state_dict(ckpt["opt1"])
+        if opt2 and ckpt.get("opt2"):
+            opt2.load_state_dict(ckpt["opt2"])
+            sched2.load_state_dict(ckpt["sched2"])
+        state = ckpt["state"]
+        log.info("resuming from %s: stage %d, epoch %d", ckpt_path, state["stage"], state["epoch"])
+
+    def checkpoint():
+        if rank == 0:
+            _save(ckpt_path, {
+                "config": cfg.to_dict(), "model": model.state_dict(), "opt1": opt1.state_dict(),
+                "opt2": opt2.state_dict() if opt2 else None, "sched2": sched2.state_dict() if sched2 else None,
+                "state": state,
+            })
+
+    s1, s2 = model.student1, model.student2
+    if world > 1:
+        ddp = torch.nn.parallel.DistributedDataParallel
+        s1, s2 = ddp(s1), ddp(s2)
+
+    # ---- stage 1: students mimic (student 1) and reconstruct (student 2) teacher features ----
+    t0 = time.time()
+    cached = None
+    if state["stage"] == 1 and state["epoch"] < cfg.epochs1 and not cfg.augment:
+        cached = _teacher_features(model, images, device, max(1, cfg.batch_size1), show)
+    while state["stage"] == 1 and state["epoch"] < cfg.epochs1:
+        students.train()
+        order = rng.permutation(len(images))[rank::world]
+        losses = []
+        bar = _progress(range(0, len(order), cfg.batch_size1), desc=f"stage 1 epoch {state['epoch'] + 1}/{cfg.epochs1}", disable=not show, leave=False)
+        for i in bar:
+            idx = torch.from_numpy(order[i : i + cfg.batch_size1])
+            if len(idx) < 2:
+                continue  # BatchNorm needs two samples
+            x = images[idx].to(device)
+            if cfg.augment:
+                x = torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(-1), x).to(device)
+                with torch.no_grad():
+                    t1, t2 = model.teacher1(x), model.teacher2(x)
+            else:
+                t1 = [f[idx].to(device) for f in cached[0]]
+                t2 = [f[idx].to(device) for f in cached[1]]
+            with torch.autocast(device.type, enabled=amp):
+                loss = feature_matching_loss(s1(x), t1[:3]) + feature_matching_loss(s2(t1[3], *t2), t2)
+            opt1.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt1)
+            scaler.update()
+            losses.append(loss.item())
+            if show:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+        if not losses or not math.isfinite(float(np.mean(losses))):
+            raise DataError("stage 1 loss is not finite; lower --lr1")
+        state["epoch"] += 1
+        state["history"].append({"stage": 1, "epoch": state["epoch"], "loss": float(np.mean(losses))})
+        log.info("stage 1 epoch %d/%d loss %.4f", state["epoch"], cfg.epochs1, np.mean(losses))
+        checkpoint()
+    if state["stage"] == 1:
+        state.update(stage=2, epoch=0, stage1_seconds=time.time() - t0)
+        _set_map_normalisation(model, images, device, cfg.batch_size1)
+        checkpoint()
+    del cached
+
+    # ---- stage 2: discriminator learns which map responses are defects ----
+    t0 = time.time()
+    if cfg.model.use_discriminator and state["epoch"] < cfg.epochs2:
+        from .pseudo_anomaly import PseudoAnomalyGenerator
+
+        gen = PseudoAnomalyGenerator(cfg.textures_dir, clean_fraction=cfg.clean_fraction, seed=cfg.seed + 1)
+        maps, targets = _anomaly_pool(model, rgb, gen, spec, device, int(len(rgb) * cfg.pool_factor), cfg.batch_size2, rng, show)
+        disc = model.head
+        for _ in range(state["epoch"], cfg.epochs2):
+            disc.train()
+            order = rng.permutation(len(maps))[rank::world]
+            losses = []
+            for i in range(0, len(order), cfg.batch_size2):
+                idx = torch.from_numpy(order[i : i + cfg.batch_size2])
+                if len(idx) < 2:
+                    continue
+                m, y = maps[idx].to(device), targets[idx].to(device)
+                flip = torch.rand(2) < 0.5  # cheap augmentation: the maps' statistics are flip-invariant
+                if flip[0]:
+                    m, y = m.flip(-1), y.flip(-1)
+                if flip[1]:
+                    m, y = m.flip(-2), y.flip(-2)
+                loss = focal_loss(disc.disc_logit(m), y, cfg.focal_gamma)
+                opt2.zero_grad(set_to_none=True)
+                loss.backward()
+                opt2.step()
+                losses.append(loss.item())
+            sched2.step()
+            state["epoch"] += 1
+            state["history"].append({"stage": 2, "epoch": state["epoch"], "loss": float(np.mean(losses))})
+            if show and (state["epoch"] % max(1, cfg.epochs2 // 10) == 0 or state["epoch"] == cfg.epochs2):
+                log.info("stage 2 epoch %d/%d focal loss %.5f", state["epoch"], cfg.epochs2, np.mean(losses))
+            if state["epoch"] % 5 == 0:
+                checkpoint()
+    state["stage2_seconds"] = time.time() - t0
+    model.eval()
+
+    final = out / FINAL
+    if rank == 0:
+        _save(final, {
+            "config": cfg.to_dict(), "model": model.state_dict(), "state": state,
+            "data": {"root": str(Path(data_root).resolve()), "category": category,
+                     "train": [s.rel_path for s in train_samples], "holdout": [s.rel_path for s in holdout],
+                     "fingerprint": fingerprint(train_samples)},
+            "torch_version": torch.__version__,
+        })
+        checkpoint()
+        (out / "history.json").write_text(json.dumps(state, indent=1))
+        log.info("wrote %s", final)
+    if world > 1:
+        torch.distributed.barrier()
+    return final
+
+
+@torch.no_grad()
+def _set_map_normalisation(model: RSTPM, images: torch.Tensor, device, batch: int) -> None:
+    """Per-scale mean/std of the summed maps M_k on good training images → discriminator input scaling."""
+    model.eval()
+    acc = []
+    for i in range(0, len(images), batch):
+        t1, s1, t2, s2 = model.features(images[i : i + batch].to(device))
+        _, maps = model.head.scale_maps(t1[:3], s1, t2 if model.cfg.use_pair2 else None, s2 if model.cfg.use_pair2 else None)
+        acc.append(maps.cpu())
+    maps = torch.cat(acc)
+    model.head.map_mean.copy_(maps.mean(dim=(0, 2, 3), keepdim=True))
+    model.head.map_std.copy_(maps.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
+
+
+@torch.no_grad()
+def _anomaly_pool(model: RSTPM, rgb: np.ndarray, gen, spec, device, n: int, batch: int, rng, show: bool):
+    """Generate ``n`` pseudo-anomalous samples once; return their maps (n,3,h4,w4) and soft targets (n,1,h4,w4)."""
+    model.eval()
+    maps, targets = [], []
+    picks = rng.integers(0, len(rgb), size=n)
+    for i in _progress(range(0, n, batch), desc="pseudo-anomaly pool", disable=not show):
+        pairs = [gen(rgb[j]) for j in picks[i : i + batch]]
+        x = to_input(np.stack([p[0] for p in pairs]), spec).to(device)
+        t1, s1, t2, s2 = model.features(x)
+        _, m = model.head.scale_maps(t1[:3], s1, t2 if model.cfg.use_pair2 else None, s2 if model.cfg.use_pair2 else None)
+        mask = torch.from_numpy(np.stack([p[1] for p in pairs])).float().unsqueeze(1)
+        maps.append(m.cpu())
+        targets.append(F.adaptive_avg_pool2d(mask, m.shape[-2:]))  # area fraction of each map cell
+    return torch.cat(maps), torch.cat(targets)
+
+
+def load_trained(run_or_file: str | Path, map_location="cpu") -> tuple[RSTPM, TrainConfig, dict]:
+    """Rebuild the trained model from RUN/model.pt (teachers' weights come from the checkpoint)."""
+    path = Path(run_or_file)
+    if path.is_dir():
+        path = path / FINAL
+    if not path.is_file():
+        raise DataError(f"no trained model at {path}; run 'edge-inspect train' first")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        cfg = TrainConfig.from_dict(ckpt["config"])
+    except Exception as exc:  # corrupt or foreign file
+        raise DataError(f"{path}: not an edge-inspect training checkpoint ({exc})") from exc
+    model = RSTPM(cfg.model, (cfg.image_size, cfg.image_size), pretrained=False)
+    model.load_state_dict(ckpt["model"])
+    return model.eval(), cfg, ckpt
