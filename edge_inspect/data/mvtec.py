@@ -187,9 +187,7 @@ def load_mask(path: str | Path, shape: tuple[int, ...] | None = None) -> np.ndar
         raise ImageError(f"mask {path} has unsupported shape {mask.shape}")
     if shape is not None and tuple(mask.shape) != tuple(shape[:2]):
         h, w = shape[:2]
-        raise DataError(
-            f"mask {path} is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image is {h}x{w}"
-        )
+        raise DataError(f"mask {path} is {mask.shape[0]}x{mask.shape[1]} (HxW) but its image is {h}x{w}")
     return mask > 127
 
 

@@ -105,16 +105,22 @@ def _belt(rng: np.random.Generator, part: _Part, y: np.ndarray) -> np.ndarray:
     period = 14.0 * s * rng.uniform(0.97, 1.03)
     phase = rng.uniform(0, 2 * math.pi)  # the belt moves between frames
     ribs = np.sin(np.arange(size, dtype=np.float32) * (2 * math.pi / period) + phase)
-    belt = 52.0 + 5.0 * ribs[:, None] + 3.0 * _smooth_noise(rng, size, (max(2, size // 3), max(2, size // 24)))
+    belt = (
+        52.0 + 5.0 * ribs[:, None] + 3.0 * _smooth_noise(rng, size, (max(2, size // 3), max(2, size // 24)))
+    )
     shadow = np.zeros((size, size), np.float32)
     off = 5.0 * s
-    cv2.circle(shadow, (_fx(part.cx + off), _fx(part.cy + off)), _fx(part.radius), 1.0, -1, cv2.LINE_AA, _AA_SHIFT)
+    cv2.circle(
+        shadow, (_fx(part.cx + off), _fx(part.cy + off)), _fx(part.radius), 1.0, -1, cv2.LINE_AA, _AA_SHIFT
+    )
     k = max(3, int(12 * s) | 1)
     shadow = cv2.blur(shadow, (k, k))
     return belt * (1.0 - 0.45 * shadow)
 
 
-def _metal(rng: np.random.Generator, part: _Part, dx: np.ndarray, dy: np.ndarray, r: np.ndarray) -> np.ndarray:
+def _metal(
+    rng: np.random.Generator, part: _Part, dx: np.ndarray, dy: np.ndarray, r: np.ndarray
+) -> np.ndarray:
     """Turned-metal luminance (size, size) float32 (defined everywhere; the caller masks it)."""
     size, s = part.size, part.scale
     gain = rng.uniform(0.88, 1.12)
@@ -125,13 +131,17 @@ def _metal(rng: np.random.Generator, part: _Part, dx: np.ndarray, dy: np.ndarray
     # Concentric turning marks: period ~3 px, slight period and phase variation.
     k = 2 * math.pi / (max(2.2, 3.2 * s) * rng.uniform(0.97, 1.03))
     base += 7.0 * np.sin(r * k + rng.uniform(0, 2 * math.pi))
-    # Bow-tie reflection: cos(2(theta - phi)) from dx, dy without atan2.
+    # Bow-tie reflection of turned metal, brightest along the direction phi: with
+    # p = r cos(theta - phi), cos(2 (theta - phi)) = 2 p^2 / r^2 - 1 (no atan2 needed).
     phi = rng.uniform(-0.2, 0.2) + math.pi / 4
-    r2 = r * r + 1e-3
-    cos2 = ((dx * dx - dy * dy) * math.cos(2 * phi) + (2.0 * dx * dy) * math.sin(2 * phi)) / r2
-    lobe = np.maximum(cos2, 0.0)
+    p = dx * math.cos(phi)
+    p += dy * math.sin(phi)
+    p *= p
+    p /= r * r + 1e-3
+    lobe = np.maximum(p * 2.0 - 1.0, 0.0)
     lobe *= lobe
-    base += 30.0 * gain * lobe
+    lobe *= 30.0 * gain
+    base += lobe
     # Fine grinding grain.
     base += 3.0 * _smooth_noise(rng, size, (max(2, size // 2), max(2, size // 2)))
     # Chamfer highlights at the outer rim and around the bore.
@@ -211,7 +221,9 @@ def _draw_stain(rng: np.random.Generator, part: _Part, metal: np.ndarray) -> _De
         ex = x + rng.normal(0, extent * 0.35)
         ey = y + rng.normal(0, extent * 0.35)
         axes = (_fx(extent * rng.uniform(0.35, 0.7)), _fx(extent * rng.uniform(0.25, 0.55)))
-        cv2.ellipse(blob, (_fx(ex), _fx(ey)), axes, rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA, _AA_SHIFT)
+        cv2.ellipse(
+            blob, (_fx(ex), _fx(ey)), axes, rng.uniform(0, 180), 0, 360, 1.0, -1, cv2.LINE_AA, _AA_SHIFT
+        )
     blob = cv2.GaussianBlur(blob, (0, 0), 1.5 * s + 0.5)
     blob *= metal
     strength = rng.uniform(0.3, 0.45)
@@ -280,20 +292,22 @@ def render_part(
     image = cv2.transform(cv2.merge([belt, lum]), np.stack([belt_tint, steel], axis=1))
     if drawn is not None and drawn.tint is not None:
         _apply_tint(image, drawn.alpha, drawn.tint)
-    # Independent per-channel noise, cheap: two 2-bit uniforms from raw random bytes, in [-3, 3].
+    out = cv2.convertScaleAbs(image)  # saturating round to uint8; values are >= 0 here
+    # Independent per-channel noise in [-3, 3] from raw random bytes (much cheaper than normals).
     raw = np.frombuffer(rng.bytes(size * size * 3), np.uint8).reshape(size, size, 3)
-    image += (raw >> 6).astype(np.float32)
-    image += (raw & 3).astype(np.float32)
-    image -= 3.0
-    np.clip(image, 0, 255, out=image)
+    cv2.add(out, raw >> 6, dst=out)
+    cv2.subtract(out, raw & 3, dst=out)
     mask = drawn.alpha > 0.5 if drawn is not None else np.zeros((size, size), bool)
-    return image.astype(np.uint8), mask
+    return out, mask
 
 
 def _prepare_output(category_dir: Path, overwrite: bool) -> None:
     if category_dir.exists() and any(category_dir.iterdir()):
         if not overwrite:
-            raise DataError(f"{category_dir} already exists and is not empty (use overwrite to replace it)")
+            raise DataError(
+                f"{category_dir} already exists and is not empty "
+                "(pass overwrite=True, or --overwrite on the command line, to replace it)"
+            )
         for sub in ("train", "test", "ground_truth"):
             shutil.rmtree(category_dir / sub, ignore_errors=True)
     category_dir.mkdir(parents=True, exist_ok=True)
@@ -323,7 +337,11 @@ def make_synthetic_category(
     for a seed: every image has its own generator seeded by (seed, split, index), so changing one count
     leaves the other images unchanged. An existing non-empty category folder is an error unless
     ``overwrite`` (then its train/test/ground_truth folders are replaced)."""
-    for name, n in (("n_train", n_train), ("n_test_good", n_test_good), ("n_test_per_defect", n_test_per_defect)):
+    for name, n in (
+        ("n_train", n_train),
+        ("n_test_good", n_test_good),
+        ("n_test_per_defect", n_test_per_defect),
+    ):
         if n < 0:
             raise ConfigError(f"{name} must be >= 0, got {n}")
     if seed < 0:
@@ -342,6 +360,8 @@ def make_synthetic_category(
             image, mask = render_part(rng, size, kind)
             _write_png(category_dir / folder / f"{i:03d}.png", image)
             if kind is not None:
-                _write_png(category_dir / "ground_truth" / kind / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255)
+                _write_png(
+                    category_dir / "ground_truth" / kind / f"{i:03d}_mask.png", mask.astype(np.uint8) * 255
+                )
     log.info("wrote synthetic category %s", category_dir)
     return category_dir

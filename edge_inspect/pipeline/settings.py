@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ModelSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     dir: Path | None = None
     backend: str = Field(default="auto", pattern="^(auto|onnxruntime|tensorrt)$")
     # None: use the manifest's calibrated threshold; set to override without re-export.
@@ -17,6 +19,8 @@ class ModelSettings(BaseModel):
 
 
 class PipelineSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     # free-run: latest frame wins, older waiting frames are dropped and counted;
     # lossless: every frame is judged and the camera is back-pressured.
     mode: str = Field(default="free-run", pattern="^(free-run|lossless)$")

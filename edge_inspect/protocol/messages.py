@@ -120,7 +120,7 @@ def _schema(d: dict, expected: str) -> None:
         raise _fail("body.version", f"version {version} is not readable by this reader (reads {VERSION})")
 
 
-def _decode_json_object(raw: Any, what: str, limit: int) -> dict:
+def decode_json_object(raw: Any, what: str, limit: int) -> dict:
     if not isinstance(raw, (bytes, bytearray, memoryview)):
         raise _fail(what, f"expected bytes, got {type(raw).__name__}")
     raw = bytes(raw)
@@ -140,7 +140,7 @@ def _refuse_constant(name: str):
     raise ValueError(f"{name} is not allowed")
 
 
-def _dumps(obj: Any) -> bytes:
+def dumps_json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
@@ -288,7 +288,7 @@ class VerdictMsg:
         return body
 
     def to_frames(self) -> list[bytes]:
-        frames = [self.topic.encode("ascii"), _dumps(self.body())]
+        frames = [self.topic.encode("ascii"), dumps_json(self.body())]
         if self.heatmap is not None:
             frames.append(self.heatmap.tobytes())
         return frames
@@ -325,7 +325,7 @@ class VerdictMsg:
         line_id, camera_id = _topic(frames, VERDICT_PREFIX)
         if len(frames) not in (2, 3):
             raise _fail("message", f"expected 2 or 3 frames (topic, body[, heatmap]), got {len(frames)}")
-        body = _decode_json_object(frames[1], "body", MAX_BODY_BYTES)
+        body = decode_json_object(frames[1], "body", MAX_BODY_BYTES)
         _validate_verdict_body(body)
         if (body["line_id"], body["camera_id"]) != (line_id, camera_id):
             raise _fail("topic", f"names {line_id}.{camera_id} but the body says {body['line_id']}.{body['camera_id']}")
@@ -444,14 +444,14 @@ class HeartbeatMsg:
         return body
 
     def to_frames(self) -> list[bytes]:
-        return [self.topic.encode("ascii"), _dumps(self.body())]
+        return [self.topic.encode("ascii"), dumps_json(self.body())]
 
     @classmethod
     def from_frames(cls, frames: list[bytes]) -> HeartbeatMsg:
         line_id, camera_id = _topic(frames, HEARTBEAT_PREFIX)
         if len(frames) != 2:
             raise _fail("message", f"expected 2 frames (topic, body), got {len(frames)}")
-        b = _decode_json_object(frames[1], "body", MAX_BODY_BYTES)
+        b = decode_json_object(frames[1], "body", MAX_BODY_BYTES)
         _validate_heartbeat_body(b)
         if (b["line_id"], b["camera_id"]) != (line_id, camera_id):
             raise _fail("topic", f"names {line_id}.{camera_id} but the body says {b['line_id']}.{b['camera_id']}")
@@ -563,13 +563,13 @@ class ControlRequest:
         obj: dict[str, Any] = {"cmd": self.cmd, **{k: v for k, v in self.args.items() if v is not None}}
         if self.id is not None:
             obj["id"] = self.id
-        return [_dumps(obj)]
+        return [dumps_json(obj)]
 
     @classmethod
     def from_frames(cls, frames: list[bytes]) -> ControlRequest:
         if not isinstance(frames, (list, tuple)) or len(frames) != 1:
             raise ProtocolError("request: expected exactly one JSON frame")
-        obj = _decode_json_object(frames[0], "request", MAX_CONTROL_BYTES)
+        obj = decode_json_object(frames[0], "request", MAX_CONTROL_BYTES)
         req_id = request_id(obj)
         cmd = obj.get("cmd")
         if not isinstance(cmd, str):
@@ -616,13 +616,13 @@ class ControlReply:
             obj["result"] = self.result
         else:
             obj["error"] = self.error or "error"
-        return [_dumps(obj)]
+        return [dumps_json(obj)]
 
     @classmethod
     def from_frames(cls, frames: list[bytes]) -> ControlReply:
         if not isinstance(frames, (list, tuple)) or len(frames) != 1:
             raise ProtocolError("reply: expected exactly one JSON frame")
-        obj = _decode_json_object(frames[0], "reply", 256 * MAX_BODY_BYTES)
+        obj = decode_json_object(frames[0], "reply", 256 * MAX_BODY_BYTES)
         ok = obj.get("ok")
         if not isinstance(ok, bool):
             raise _fail("reply.ok", f"expected true or false, got {type(ok).__name__}")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class PublisherSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     bind: str = "tcp://127.0.0.1:5555"  # "tcp://127.0.0.1:*" binds an ephemeral port (see publisher.endpoint)
     line_id: str = Field(default="line1", pattern=r"^[A-Za-z0-9_-]{1,64}$")  # part of the topic: no dots
     sndhwm: int = Field(default=1000, ge=1)  # messages queued per subscriber before ZeroMQ drops for it
@@ -19,11 +21,15 @@ class PublisherSettings(BaseModel):
 
 
 class ControlSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     enabled: bool = True
     bind: str = "tcp://127.0.0.1:5556"
 
 
 class SecuritySettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     # "auto": CURVE on when binding to a non-loopback address, off on loopback.
     curve: str = Field(default="auto", pattern="^(auto|on|off)$")
     # A zmq certificate .key_secret file; relative paths are looked up in $CREDENTIALS_DIRECTORY first.

@@ -1,0 +1,74 @@
+"""``edge-inspect eval``: score an MVTec-format category with a model folder; metrics, predictions, report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate a model folder on an MVTec-format category",
+        description="Score every test image of DATA/CATEGORY through the deployed backend and write "
+        "metrics.json, predictions.jsonl and report.html (+ PNGs) into OUT.",
+    )
+    p.add_argument("--model", required=True, type=Path, help="model folder (manifest.json + ONNX graphs)")
+    p.add_argument("--data", required=True, type=Path, help="data root holding the category folder")
+    p.add_argument("--category", required=True, help="category folder name under --data")
+    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt", "torch"],
+                   help="inference backend (default: onnxruntime, what runs on a CPU line)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="image threshold to judge OK/NG (default: the manifest's calibrated one)")
+    p.add_argument("--batch-size", type=int, default=1, help="images per inference call (default 1)")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML/PNG report (no matplotlib needed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=handle)
+
+
+def _fmt(value, pct: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2%}" if pct else f"{value:.4f}"
+
+
+def handle(args) -> int:
+    from ..errors import ConfigError
+    from ..evaluation.runner import evaluate
+
+    if args.threshold is not None and not math.isfinite(args.threshold):
+        raise ConfigError(f"--threshold must be a finite number, got {args.threshold}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be ≥ 1, got {args.batch_size}")
+    m = evaluate(args.model, args.data, args.category, args.out, backend=args.backend,
+                 batch_size=args.batch_size, threshold=args.threshold, progress=not args.no_progress,
+                 report=not args.no_report)
+    c = m["counts"]
+    rows = [
+        ("image AUROC", _fmt(m["image_auroc"])),
+        ("pixel AUROC", _fmt(m["pixel_auroc"])),
+        ("AUPRO (FPR<=30%)", _fmt(m["aupro_30"])),
+        ("F1-max", _fmt(m["f1_max"])),
+        ("threshold", f"{m['threshold']:.6g} ({m['threshold_source']})"),
+        ("false-reject rate", f"{_fmt(m['false_reject_rate'], True)} ({m['false_rejects']}/{c['good']} good)"),
+        ("escape rate", f"{_fmt(m['escape_rate'], True)} ({m['escapes']}/{c['defective']} defective)"),
+        ("latency median/p99", f"{_fmt(m['latency_ms']['median'])} / {_fmt(m['latency_ms']['p99'])} ms"),
+        ("images scored/skipped", f"{c['scored']}/{c['skipped']}"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print(f"{m['model_id']} on {m['category']} ({m['backend']})")
+    for k, v in rows:
+        print(f"  {k:<{width}}  {v}")
+    for name, info in m["per_defect_type"].items():
+        print(f"  {'  ' + name:<{width}}  AUROC {_fmt(info['auroc'])}, escapes {_fmt(info['escape_rate'], True)} "
+              f"of {info['count']}")
+    if m.get("pixel_metrics_skipped"):
+        print(f"  pixel metrics skipped: {m['pixel_metrics_skipped']}")
+    for s in m["skipped"]:
+        print(f"  skipped {s['path']}: {s['reason']}")
+    out = Path(args.out)
+    print(f"metrics: {out / 'metrics.json'}; predictions: {out / 'predictions.jsonl'}")
+    if m.get("report"):
+        print(f"report: {out / m['report']}")
+    return 0

@@ -1,0 +1,158 @@
+"""``edge-inspect run``: the line. Camera → model → verdicts over ZeroMQ, until stopped.
+
+SIGINT / SIGTERM stop capture, finish the frames already taken, publish their verdicts, close the
+sockets and exit 0. A summary (parts judged, ok / ng / unknown, drops, latency per stage) is printed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from ..errors import ConfigError, EdgeInspectError
+from ..settings import load_settings
+
+log = logging.getLogger(__name__)
+
+STAGE_ORDER = ("capture_wait", "preprocess", "infer", "decide", "publish", "total")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="inspect frames from a camera and publish verdicts over ZeroMQ",
+        description="Run the inspection line: camera → model → OK/NG verdicts published over ZeroMQ. "
+        "Flags override the config file (--config), which overrides EDGE_INSPECT_* environment values.",
+    )
+    p.add_argument("--camera", metavar="URI", help="frame source, e.g. synthetic://, dir://PATH, rtsp://..., gige://IP")
+    p.add_argument("--model", metavar="MODEL_DIR", help="exported model folder (manifest.json + graphs)")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file")
+    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], help="inference backend")
+    p.add_argument("--mode", choices=["free-run", "lossless"],
+                   help="free-run: latest frame wins, drops counted; lossless: every frame, camera back-pressured")
+    p.add_argument("--threshold", type=float, metavar="X", help="image-score threshold (default: the manifest's)")
+    p.add_argument("--bind", metavar="ENDPOINT", help="verdict PUB socket, e.g. tcp://127.0.0.1:5555")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames taken from the camera")
+    p.add_argument("--heatmap", action="store_true", default=None, help="publish the anomaly heat-map with each verdict")
+    p.add_argument("--camera-id", metavar="ID", help="camera id carried in every verdict")
+    p.add_argument("--no-control", action="store_true", help="do not open the ZeroMQ control channel")
+    p.set_defaults(func=run)
+
+
+def settings_from_args(args):
+    """Settings from --config, the environment and the flags (flags win; absent flags change nothing)."""
+    overrides = {
+        "camera": {"uri": args.camera, "camera_id": args.camera_id},
+        "model": {"dir": args.model, "backend": args.backend, "image_threshold": args.threshold},
+        "pipeline": {"mode": args.mode, "max_frames": args.max_frames, "heatmap": args.heatmap},
+        "publisher": {"bind": args.bind},
+        "control": {"enabled": False if args.no_control else None},
+    }
+    settings = load_settings(args.config, overrides)
+    if settings.model.dir is None:
+        raise ConfigError("no model folder: pass --model MODEL_DIR or set [model] dir in the config")
+    return settings
+
+
+def _collaborators():
+    """The real camera, publisher, control server and systemd notifier (imported late: optional parts)."""
+    try:
+        from ..camera.uri import open_source
+        from ..health.sdnotify import SystemdNotifier
+        from ..protocol.control import ControlServer
+        from ..protocol.publisher import VerdictPublisher
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.startswith("edge_inspect."):
+            raise EdgeInspectError(f"this edge-inspect build lacks {exc.name}; 'run' cannot start") from exc
+        raise
+    return open_source, VerdictPublisher, ControlServer, SystemdNotifier
+
+
+def run(args) -> int:
+    from ..backends.select import open_backend
+    from ..manifest import load_manifest
+    from ..pipeline.runner import Pipeline
+
+    settings = settings_from_args(args)
+    if not args.verbose:  # the service logs at the configured level; -v/-vv still win
+        logging.getLogger().setLevel(settings.log_level)
+    open_source, VerdictPublisher, ControlServer, SystemdNotifier = _collaborators()
+
+    manifest = load_manifest(settings.model.dir)
+    backend = open_backend(settings.model.dir, settings.model.backend, manifest=manifest,
+                           threads=settings.model.intra_op_threads)
+    source = open_source(settings.camera)
+    publisher = VerdictPublisher(settings.publisher, settings.security, camera_id=settings.camera.camera_id)
+    pipeline = Pipeline(source, backend, publisher, settings, notifier=SystemdNotifier())
+
+    signals_seen = []
+
+    def on_signal(signum, _frame):
+        name = signal.Signals(signum).name
+        if signals_seen:  # a second signal: stop waiting for the drain
+            raise KeyboardInterrupt
+        signals_seen.append(name)
+        log.warning("%s received: stopping", name)
+        pipeline.stop(wait=False)
+
+    previous = _install_signal_handlers(on_signal)
+    control = None
+    try:
+        pipeline.start()
+        if settings.control.enabled:
+            control = ControlServer(settings.control, settings.security, target=pipeline)
+            control.start()
+        while not pipeline.wait(0.2):
+            pass
+    finally:
+        if control is not None:
+            _close_quietly(control, "control server")
+        drained = pipeline.stop(wait=True)
+        _restore_signal_handlers(previous)
+    summary = pipeline.summary()
+    print(format_summary(summary))
+    if pipeline.fatal_error is not None:
+        print(f"edge-inspect run: pipeline failed: {pipeline.fatal_error!r}")
+        return 1
+    if not drained:
+        print(f"edge-inspect run: {summary['in_flight']} frames were still in flight at exit")
+        return 1
+    return 0
+
+
+def _install_signal_handlers(handler) -> dict:
+    if threading.current_thread() is not threading.main_thread():  # e.g. called from a test thread
+        return {}
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(previous: dict) -> None:
+    for sig, old in previous.items():
+        signal.signal(sig, old)
+
+
+def _close_quietly(obj, what: str) -> None:
+    try:
+        obj.close()
+    except Exception:
+        log.warning("closing the %s failed", what, exc_info=True)
+
+
+def format_summary(summary: dict) -> str:
+    """Human summary of a run: parts judged, ok / ng / unknown, drops, errors, latency per stage."""
+    c = summary["counters"]
+    lines = [
+        f"model {summary.get('model_id', '?')} on {summary.get('backend', '?')}, mode {summary['mode']}, "
+        f"threshold {summary.get('threshold', {}).get('image', float('nan')):.4g}",
+        f"parts judged: {c['verdicts_out']}  (ok {c['ok']}, ng {c['ng']}, unknown {c['unknown']})",
+        f"frames taken: {c['frames_in']}; dropped: {c['dropped_queue']} (queue, free-run), "
+        f"{c['dropped_gap']} (camera sequence gaps); errors {c['errors']}, timeouts {c['timeouts']}, "
+        f"camera errors {c['camera_errors']}",
+        f"throughput: {summary['fps']:.1f} frames/s over {summary['duration_s']:.1f} s",
+        "latency per stage (ms):   median      p99",
+    ]
+    lat = summary["latency_ms"]
+    for stage in [s for s in STAGE_ORDER if s in lat] + sorted(set(lat) - set(STAGE_ORDER)):
+        lines.append(f"  {stage:<20}{lat[stage]['median']:>10.2f}{lat[stage]['p99']:>9.2f}")
+    return "\n".join(lines)

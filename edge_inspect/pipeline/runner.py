@@ -1,0 +1,591 @@
+"""The running pipeline: four threads joined by bounded queues.
+
+    capture ──q_pre──► preprocess ──q_infer──► inference ──q_pub──► decide + publish
+
+Each stage works on its own frame at the same time, so throughput is set by the slowest stage.
+Drop policy (``pipeline.mode``):
+  free-run  q_pre holds the newest frame only; an older waiting frame is dropped and counted.
+            q_infer holds one preprocessed frame, so preprocessing never runs far ahead of inference.
+  lossless  every frame is judged; full queues block the capture thread, which back-pressures the
+            source (a real camera then skips frames, which show up as sequence gaps).
+Invariant, once drained: frames_in == verdicts_out + dropped_queue. Camera sequence gaps are
+counted apart (dropped_gap): those frames were never taken.
+
+Threads and their duties:
+  capture    open / read / reconnect the source with backoff; counts frames and gaps; READY=1 on
+             the first frame (the model is loaded and warmed up before the threads start).
+  preprocess camera image → model input with the current model's input spec.
+  inference  backend.infer, one call at a time; swaps a reloaded model between frames; WATCHDOG=1.
+  publish    the ONLY thread that touches the publisher (ZeroMQ sockets are not thread-safe):
+             decide, publish, heartbeats, periodic stats line and STATUS=, inference timeouts.
+
+Runtime control (``status``, ``set_threshold``, ``trigger``, ``reload``) may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from pathlib import Path
+
+from ..backends.base import Backend
+from ..camera.base import EndOfStream, FrameSource
+from ..decision import Thresholds, decide, unknown_verdict
+from ..errors import CameraError, ModelError
+from ..health.stats import PeriodicReporter, PipelineStats
+from ..manifest import Manifest
+from ..preprocess import preprocess
+from ..settings import Settings
+from ..verdict import Verdict
+from .stages import END, BackendFactory, InflightGuard, Job, LoadedModel, StageQueue, load_model
+
+log = logging.getLogger(__name__)
+
+_IDLE_TICK_S = 0.05  # how often idle stages wake to check timeouts, swaps and heartbeats
+_WATCHDOG_EVERY_S = 1.0
+
+
+class _NullNotifier:
+    def ready(self) -> None: ...
+    def watchdog(self) -> None: ...
+    def status(self, text: str) -> None: ...
+    def stopping(self) -> None: ...
+
+
+class Pipeline:
+    """Frames from ``source`` → verdicts to ``publisher``, until stopped or the source ends.
+
+    Collaborators (injected, so tests use fakes):
+      source     FrameSource, unopened; the pipeline opens, reconnects and closes it.
+      backend    Backend for the model folder, unloaded; the pipeline loads, warms up and closes it.
+      publisher  object with publish(verdict), heartbeat(status: dict), close(); closed at the end.
+      notifier   optional, with ready(), watchdog(), status(text), stopping() (systemd sd_notify).
+      backend_factory  (model_dir, manifest) -> unloaded Backend, used by ``reload``; default: open_backend.
+    """
+
+    def __init__(self, source: FrameSource, backend: Backend, publisher, settings: Settings | None = None,
+                 notifier=None, backend_factory: BackendFactory | None = None):
+        self.settings = settings if settings is not None else Settings()
+        self.source = source
+        self.publisher = publisher
+        self.notifier = notifier if notifier is not None else _NullNotifier()
+        self._backend_factory = backend_factory or self._default_backend_factory
+        self._initial_backend: Backend | None = backend
+        self._model: LoadedModel | None = None
+        self._pending_model: LoadedModel | None = None
+        self._model_lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._swapped = threading.Event()
+
+        p = self.settings.pipeline
+        self.mode = p.mode
+        self.lossless = p.mode == "lossless"
+        self._q_pre = StageQueue(p.queue_size if self.lossless else 1)
+        self._q_infer = StageQueue(p.queue_size if self.lossless else 1)
+        self._q_pub = StageQueue(max(p.queue_size, 2))
+        self._guard = InflightGuard()
+        self.stats = PipelineStats()
+
+        self._stop = threading.Event()
+        self._done = threading.Event()
+        self._first_frame = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._state = "created"
+        self._fatal: BaseException | None = None
+        self._last_seq: int | None = None
+        self._camera_state = "closed"
+        self._camera_error: str | None = None
+        self._camera_changed = threading.Event()
+        self._capture_alive = time.monotonic()
+        self._last_watchdog = 0.0
+        self._t_started = 0.0
+        self._t_finished: float | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    def _default_backend_factory(self, model_dir: Path, manifest: Manifest) -> Backend:
+        from ..backends.select import open_backend
+
+        m = self.settings.model
+        return open_backend(model_dir, m.backend, manifest=manifest, threads=m.intra_op_threads)
+
+    def start(self) -> None:
+        """Load and warm up the model, then start the stage threads. Raises ModelError on load failure."""
+        if self._state != "created":
+            raise RuntimeError("a Pipeline can be started once")
+        backend, self._initial_backend = self._initial_backend, None
+        m = self.settings.model
+        try:
+            self._model = load_model(backend.model_dir, self._backend_factory, m.image_threshold,
+                                     m.pixel_threshold, warmup_runs=self.settings.pipeline.warmup_runs,
+                                     backend=backend)
+        except BaseException:
+            self._state = "failed"
+            self._close_all()
+            self._done.set()
+            raise
+        self.stats = PipelineStats()
+        self._t_started = time.monotonic()
+        self._state = "starting"
+        self.notifier.status(f"model {self._model.manifest.model_id} loaded; waiting for the first frame")
+        for name, target in (("capture", self._capture_loop), ("preprocess", self._preprocess_loop),
+                             ("inference", self._infer_loop), ("publish", self._publish_loop)):
+            t = threading.Thread(target=self._guarded, args=(name, target), name=f"edge-inspect-{name}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def run(self) -> dict:
+        """start(), wait until the source ends, max_frames are taken or stop() is called; the summary."""
+        self.start()
+        while not self._done.wait(0.2):
+            pass
+        return self.summary()
+
+    def stop(self, wait: bool = True, timeout: float | None = None) -> bool:
+        """Stop capture; frames already taken are still judged and published, then all is closed.
+
+        Safe to call from a signal handler with ``wait=False``. Returns True once fully drained
+        (False when ``wait`` is False or the drain took longer than ``timeout``, default
+        pipeline.drain_timeout_s).
+        """
+        if not self._stop.is_set():
+            log.info("stopping: capture ends, frames already taken are still judged")
+            self._stop.set()
+            if self._state in ("starting", "running"):
+                self._state = "stopping"
+            self._notify("stopping")
+        if self._state == "created":  # never started: nothing to drain, but close what we own
+            self._close_all()
+            self._done.set()
+            return True
+        if not wait:
+            return self._done.is_set()
+        return self.wait(timeout if timeout is not None else self.settings.pipeline.drain_timeout_s)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the pipeline has drained and closed (True) or ``timeout`` s passed (False)."""
+        return self._done.wait(timeout)
+
+    @property
+    def fatal_error(self) -> BaseException | None:
+        """The unexpected exception that killed a stage thread, if any (the pipeline then stops)."""
+        return self._fatal
+
+    def _guarded(self, name: str, target) -> None:
+        try:
+            target()
+        except BaseException as exc:  # a bug in a stage: stop everything rather than hang half-alive
+            log.critical("pipeline %s thread crashed: %r", name, exc, exc_info=True)
+            self._fatal = exc
+            self._stop.set()
+            self._state = "failed"
+            self._done.set()
+
+    def _notify(self, what: str, *args) -> None:
+        try:
+            getattr(self.notifier, what)(*args)
+        except Exception:  # a notify socket problem must not disturb inspection
+            log.debug("notifier.%s failed", what, exc_info=True)
+
+    # ---- capture -----------------------------------------------------------------------------
+
+    def _capture_loop(self) -> None:
+        cam = self.settings.camera
+        max_frames = self.settings.pipeline.max_frames
+        backoff = cam.reconnect_initial_s
+        opened = False
+        failed_before = False
+        taken = 0
+        try:
+            while not self._stop.is_set():
+                self._capture_alive = time.monotonic()
+                if not opened:
+                    try:
+                        self.source.open()
+                    except Exception as exc:  # CameraError, or anything a driver throws
+                        self._camera_fault("open", exc)
+                        failed_before = True
+                        self._stop.wait(backoff)
+                        backoff = min(backoff * 2, cam.reconnect_max_s)
+                        continue
+                    opened = True
+                    backoff = cam.reconnect_initial_s
+                    if failed_before:
+                        self.stats.incr("reconnects")
+                        log.info("camera %s reconnected", self.source.camera_id)
+                    self._set_camera_state("ok", None)
+                try:
+                    frame = self.source.read(timeout=cam.read_timeout_s)
+                except EndOfStream:
+                    log.info("camera %s: end of stream after %d frames", self.source.camera_id, taken)
+                    break
+                except Exception as exc:
+                    self._camera_fault("read", exc)
+                    failed_before = True
+                    opened = False
+                    self._close_source()
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, cam.reconnect_max_s)
+                    continue
+                if frame is None:  # read timeout: no frame yet (e.g. waiting for a trigger)
+                    continue
+                self._take(frame)
+                taken += 1
+                if max_frames is not None and taken >= max_frames:
+                    log.info("max_frames=%d reached", max_frames)
+                    break
+        finally:
+            self._capture_alive = math.inf  # finished on purpose: not a stall
+            if self._state in ("starting", "running"):
+                self._state = "draining"
+            self._q_pre.put(END)
+            self._close_source()
+            self._set_camera_state("closed", self._camera_error)
+
+    def _camera_fault(self, op: str, exc: Exception) -> None:
+        self.stats.incr("camera_errors")
+        level = logging.WARNING if isinstance(exc, CameraError) else logging.ERROR
+        log.log(level, "camera %s %s failed: %s; retrying", self.source.camera_id, op, exc,
+                exc_info=not isinstance(exc, CameraError))
+        self._set_camera_state("reconnecting", f"{op}: {exc}")
+        self._notify("status", f"camera {self.source.camera_id}: {op} failed: {exc}")
+
+    def _set_camera_state(self, state: str, error: str | None) -> None:
+        if (state, error) != (self._camera_state, self._camera_error):
+            self._camera_state, self._camera_error = state, error
+            self._camera_changed.set()  # the publish thread sends a heartbeat with the new state now
+
+    def _close_source(self) -> None:
+        try:
+            self.source.close()
+        except Exception:
+            log.warning("closing camera %s failed", self.source.camera_id, exc_info=True)
+
+    def _take(self, frame) -> None:
+        """Count one frame taken from the source (and any sequence gap) and queue it."""
+        stats = self.stats
+        stats.incr("frames_in")
+        if self._last_seq is not None:
+            gap = frame.seq - self._last_seq - 1
+            if gap > 0:
+                stats.incr("dropped_gap", gap)
+                log.debug("camera sequence gap: %d frames lost before seq %d", gap, frame.seq)
+            elif gap < 0:
+                log.info("camera sequence restarted at %d (was %d)", frame.seq, self._last_seq)
+        self._last_seq = frame.seq
+        if not self._first_frame.is_set():
+            self._first_frame.set()
+            if self._state == "starting":
+                self._state = "running"
+            log.info("first frame received (%s, seq %d); ready", "x".join(map(str, frame.image.shape)), frame.seq)
+            self._notify("ready")
+        job = Job(frame=frame, t_taken=time.monotonic())
+        if self.lossless:
+            self._capture_alive = math.inf  # blocked on purpose by back-pressure, not stalled
+            self._q_pre.put(job)
+            self._capture_alive = time.monotonic()
+        else:
+            dropped = self._q_pre.put_latest(job)
+            if dropped:
+                stats.incr("dropped_queue", len(dropped))
+
+    # ---- preprocess --------------------------------------------------------------------------
+
+    def _preprocess_loop(self) -> None:
+        while True:
+            job = self._q_pre.get()
+            if job is END:
+                self._q_infer.put(END)
+                return
+            self._prepare(job, self._model)
+            self._q_infer.put(job)
+
+    def _prepare(self, job: Job, model: LoadedModel) -> None:
+        t0 = time.monotonic()
+        job.latency_ms.setdefault("capture_wait", max(0.0, (t0 - job.frame.t_capture) * 1000.0))
+        try:
+            job.x = preprocess(job.frame.image, model.manifest.input, channel_order="BGR")
+            job.model = model
+        except Exception as exc:
+            self.stats.incr("errors")
+            job.error = f"preprocess failed: {exc}"
+            log.warning("frame %d: %s", job.frame.seq, job.error)
+        job.latency_ms["preprocess"] = (time.monotonic() - t0) * 1000.0
+
+    # ---- inference ---------------------------------------------------------------------------
+
+    def _infer_loop(self) -> None:
+        while True:
+            self._swap_if_pending()
+            self._ping_watchdog()
+            try:
+                job = self._q_infer.get(timeout=_IDLE_TICK_S * 5)
+            except queue.Empty:
+                continue
+            if job is END:
+                self._swap_if_pending()
+                self._q_pub.put(END)
+                return
+            if job.error is None:
+                model = self._model
+                if job.model is not model:  # preprocessed for a model swapped out meanwhile
+                    self._prepare(job, model)
+            if job.error is None and not self._infer(job, model):
+                continue  # timed out: the publish thread has already published "unknown"
+            self._q_pub.put(job)
+
+    def _infer(self, job: Job, model: LoadedModel) -> bool:
+        """Run the backend on one job; False when the call overran the timeout (result discarded)."""
+        self._guard.begin(job)
+        t0 = time.monotonic()
+        try:
+            outputs, error = model.backend.infer({model.manifest.input.name: job.x}), None
+        except Exception as exc:  # one bad frame must not stop the line
+            outputs, error = None, f"inference failed: {type(exc).__name__}: {exc}"
+        elapsed_ms = (time.monotonic() - t0) * 1000.0
+        if not self._guard.finish():
+            self.stats.incr("late_results")
+            log.warning("frame %d: inference finished after %.0f ms, past the timeout; result discarded",
+                        job.frame.seq, elapsed_ms)
+            return False
+        job.latency_ms["infer"] = elapsed_ms
+        job.outputs, job.error = outputs, error
+        if error is not None:
+            self.stats.incr("errors")
+            log.warning("frame %d: %s", job.frame.seq, error)
+        return True
+
+    def _ping_watchdog(self) -> None:
+        """WATCHDOG=1 while inference makes progress and capture is not stalled.
+
+        Called from the inference loop, so a hung backend call stops the pings. A capture thread
+        stuck longer than a read timeout plus the longest reconnect backoff (plus slack for a slow
+        open) also stops them; then systemd restarts the service.
+        """
+        now = time.monotonic()
+        if now - self._last_watchdog < _WATCHDOG_EVERY_S:
+            return
+        cam = self.settings.camera
+        if now - self._capture_alive > cam.read_timeout_s + cam.reconnect_max_s + 30.0:
+            return
+        self._last_watchdog = now
+        self._notify("watchdog")
+
+    # ---- decide + publish --------------------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        p = self.settings.pipeline
+        heartbeat = PeriodicReporter(self.settings.publisher.heartbeat_s, self._send_heartbeat)
+        report = PeriodicReporter(p.stats_interval_s, self._report_stats)
+        try:
+            while True:
+                try:
+                    job = self._q_pub.get(timeout=_IDLE_TICK_S)
+                except queue.Empty:
+                    job = None
+                if job is END:
+                    break
+                if job is not None:
+                    self._finish(job)
+                expired = self._guard.expire(p.infer_timeout_s)
+                if expired is not None:
+                    self._finish_timed_out(expired)
+                if self._camera_changed.is_set():
+                    self._camera_changed.clear()
+                    self._send_heartbeat()
+                heartbeat.tick()
+                report.tick()
+        finally:
+            self._t_finished = time.monotonic()
+            if self._state != "failed":
+                self._state = "stopped"
+            self._report_stats()
+            self._close_all()
+            self._done.set()
+
+    def _finish(self, job: Job) -> None:
+        model = job.model or self._model
+        t0 = time.monotonic()
+        if job.error is not None:
+            verdict = unknown_verdict(job.frame, job.error, model.thresholds, model.manifest)
+        else:
+            p = self.settings.pipeline
+            try:
+                verdict = decide(job.outputs, job.frame, model.thresholds, model.manifest,
+                                 min_region_area_px=p.min_region_area_px, want_heatmap=p.heatmap,
+                                 max_regions=p.max_regions)
+            except Exception as exc:
+                self.stats.incr("errors")
+                log.warning("frame %d: decision failed: %s", job.frame.seq, exc)
+                verdict = unknown_verdict(job.frame, f"decision failed: {exc}", model.thresholds, model.manifest)
+        now = time.monotonic()
+        job.latency_ms["decide"] = (now - t0) * 1000.0
+        job.latency_ms["total"] = (now - job.frame.t_capture) * 1000.0
+        verdict.latency_ms = {k: round(v, 3) for k, v in job.latency_ms.items()}
+        self._publish(verdict)
+
+    def _finish_timed_out(self, job: Job) -> None:
+        timeout = self.settings.pipeline.infer_timeout_s
+        self.stats.incr("timeouts")
+        log.error("frame %d: inference exceeded %.3g s; verdict unknown", job.frame.seq, timeout)
+        model = job.model or self._model
+        job.latency_ms["infer"] = timeout * 1000.0
+        job.latency_ms["total"] = (time.monotonic() - job.frame.t_capture) * 1000.0
+        verdict = unknown_verdict(job.frame, f"inference timed out after {timeout:g} s", model.thresholds,
+                                  model.manifest, {k: round(v, 3) for k, v in job.latency_ms.items()})
+        self._publish(verdict)
+
+    def _publish(self, verdict: Verdict) -> None:
+        self.stats.mark_verdict(verdict.label)
+        self.stats.record_many(verdict.latency_ms)
+        t0 = time.monotonic()
+        try:
+            self.publisher.publish(verdict)
+        except Exception:
+            self.stats.incr("publish_errors")
+            log.exception("publishing the verdict of frame %d failed", verdict.seq)
+        self.stats.record("publish", (time.monotonic() - t0) * 1000.0)
+
+    def _send_heartbeat(self) -> None:
+        try:
+            self.publisher.heartbeat(self.status())
+        except Exception:
+            log.warning("publisher heartbeat failed", exc_info=True)
+
+    def _report_stats(self) -> None:
+        log.info("stats: %s", self.stats.log_line())
+        snap = self.stats.snapshot()
+        c = snap["counters"]
+        self._notify("status", f"{self._state}: {snap['fps']:.1f} fps, {c['verdicts_out']} judged "
+                               f"({c['ng']} ng, {c['unknown']} unknown), {c['dropped_queue'] + c['dropped_gap']} dropped")
+
+    def _close_all(self) -> None:
+        pending = self._pending_model
+        self._pending_model = None
+        for what, obj in (("backend", self._model.backend if self._model else self._initial_backend),
+                          ("queued backend", pending.backend if pending else None),
+                          ("publisher", self.publisher)):
+            if obj is None:
+                continue
+            try:
+                obj.close()
+            except Exception:
+                log.warning("closing the %s failed", what, exc_info=True)
+
+    # ---- runtime control (any thread) ----------------------------------------------------------
+
+    def status(self) -> dict:
+        """fps, per-stage latency (median/p99 ms), counters, model, thresholds, mode, camera, uptime."""
+        snap = self.stats.snapshot()
+        model = self._model
+        out = {
+            "state": self._state,
+            "mode": self.mode,
+            "camera": {"id": self.source.camera_id, "state": self._camera_state, "error": self._camera_error},
+            "fps": snap["fps"],
+            "mean_fps": snap["mean_fps"],
+            "latency_ms": snap["latency_ms"],
+            "counters": snap["counters"],
+            "queues": {"preprocess": self._q_pre.qsize(), "inference": self._q_infer.qsize(),
+                       "publish": self._q_pub.qsize()},
+            "inference_busy_s": round(self._guard.busy_for(), 3),
+            "heatmap": self.settings.pipeline.heatmap,
+            "uptime_s": round(time.monotonic() - self._t_started, 3) if self._t_started else 0.0,
+        }
+        if model is not None:
+            out.update(model.describe())
+        return out
+
+    def set_threshold(self, image: float | None = None, pixel: float | None = None) -> dict:
+        """Change the thresholds in force from the next decision on; returns them. ConfigError if not finite."""
+        with self._model_lock:
+            model = self._model
+            if model is None:
+                raise ModelError("no model loaded yet")
+            model.thresholds = model.thresholds.with_overrides(image, pixel, source="runtime")
+            log.info("thresholds set at run time: image %.4g, pixel %.4g", model.thresholds.image,
+                     model.thresholds.pixel)
+            return {"image": model.thresholds.image, "pixel": model.thresholds.pixel,
+                    "source": model.thresholds.source}
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self._model.thresholds
+
+    def trigger(self, part_id: str | None = None) -> None:
+        """Software trigger forwarded to the source (CameraError when it has no trigger)."""
+        self.source.trigger(part_id)
+
+    def reload(self, model_dir: str | Path, timeout: float | None = None) -> dict:
+        """Load ``model_dir`` (manifest, backend, warm-up) and swap it in between two frames.
+
+        On any failure the running model stays and ModelError is raised. Thresholds become the new
+        manifest's plus the configured overrides (run-time set_threshold values belong to the old
+        model and are dropped). Returns the new model's description once it is in force (or once
+        queued, when the inference thread is busy longer than ``timeout``).
+        """
+        with self._reload_lock:
+            if self._model is None or self._done.is_set():
+                raise ModelError(f"cannot reload {model_dir}: the pipeline is not running")
+            m = self.settings.model
+            generation = (self._model.generation if self._model else 0) + 1
+            new = load_model(model_dir, self._backend_factory, m.image_threshold, m.pixel_threshold,
+                             generation=generation, warmup_runs=self.settings.pipeline.warmup_runs)
+            inference_running = any(t.name.endswith("inference") and t.is_alive() for t in self._threads)
+            if not inference_running:
+                with self._model_lock:
+                    old, self._model = self._model, new
+                self._close_backend(old)
+            else:
+                self._swapped.clear()
+                with self._model_lock:
+                    self._pending_model = new
+                wait_s = timeout if timeout is not None else self.settings.pipeline.infer_timeout_s + 1.0
+                if not self._swapped.wait(wait_s):
+                    log.warning("model %s queued; it takes over after the inference in progress",
+                                new.manifest.model_id)
+            self.stats.incr("reloads")
+            return new.describe()
+
+    def _swap_if_pending(self) -> None:
+        if self._pending_model is None:
+            return
+        with self._model_lock:
+            old, self._model, self._pending_model = self._model, self._pending_model, None
+        log.info("model swapped: %s → %s (%s)", old.manifest.model_id if old else None,
+                 self._model.manifest.model_id, self._model.model_dir)
+        self._swapped.set()
+        self._close_backend(old)
+
+    @staticmethod
+    def _close_backend(model: LoadedModel | None) -> None:
+        if model is None:
+            return
+        try:
+            model.backend.close()
+        except Exception:
+            log.warning("closing the old backend failed", exc_info=True)
+
+    # ---- results -------------------------------------------------------------------------------
+
+    def summary(self) -> dict:
+        """End-of-run figures: counters, fps, per-stage latency, duration, model and mode."""
+        snap = self.stats.snapshot()
+        end = self._t_finished or time.monotonic()
+        duration = end - self._t_started if self._t_started else 0.0
+        out = {
+            "state": self._state,
+            "mode": self.mode,
+            "duration_s": round(duration, 3),
+            "fps": snap["mean_fps"],
+            "counters": snap["counters"],
+            "latency_ms": snap["latency_ms"],
+            "in_flight": self.stats.get("frames_in") - self.stats.get("verdicts_out")
+            - self.stats.get("dropped_queue"),
+        }
+        if self._model is not None:
+            out.update(self._model.describe())
+        return out

@@ -1,0 +1,216 @@
+"""Verdict publisher: a ZeroMQ PUB socket owned by one sender thread, fed through a bounded queue.
+
+Why a sender thread: ZeroMQ sockets are not thread-safe and heartbeats must go out while the inference
+loop is busy. ``publish()`` only builds the message, stores it in the history (for the control channel's
+``last``) and does ``put_nowait``; it never waits on the network. A full queue is a counted publish drop
+(the message stays in the history, so a subscriber sees the ``msg_seq`` gap and can resync it). A slow
+subscriber costs nothing here either: at SNDHWM ZeroMQ drops for that subscriber only, who sees gaps.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import replace
+
+import zmq
+
+from ..errors import ConfigError, ProtocolError
+from ..verdict import Verdict
+from .messages import HeartbeatMsg, VerdictMsg, check_id, dumps_json, format_time
+from .security import server_for
+from .settings import PublisherSettings, SecuritySettings
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+def bind_socket(sock: zmq.Socket, endpoint: str, what: str) -> str:
+    """Bind and return the actual endpoint (resolves ``tcp://host:*`` to the chosen port)."""
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        raise ConfigError(f"{what} {endpoint!r}: cannot bind ({exc})") from None
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+class VerdictPublisher:
+    """PUB socket for one camera's verdicts and heartbeats.
+
+    publish(verdict) -> VerdictMsg   never blocks; assigns msg_seq, keeps a history copy (no heat map)
+    heartbeat(status)                 sets the status dict the next heartbeats carry (fps, drops, errors, ...)
+    last(since_seq, n)                stored messages: frame seq > since_seq, oldest first (None: the newest n)
+    """
+
+    def __init__(self, settings: PublisherSettings, security: SecuritySettings, camera_id: str = "cam0"):
+        self.settings = settings
+        self.line_id = check_id(settings.line_id, "publisher.line_id")
+        self.camera_id = check_id(camera_id, "camera_id")
+        self.boot_id = str(uuid.uuid4())
+        self._t_start = time.monotonic()
+        self._lock = threading.Lock()
+        self._history: deque[VerdictMsg] = deque(maxlen=settings.history)
+        self._queue: queue.Queue = queue.Queue(maxsize=settings.queue_size)
+        self._status: dict = {"state": "starting"}
+        self._next_msg_seq = 0
+        self._last_sent_msg_seq = -1  # written by the sender thread only
+        self.published = 0  # verdict messages handed to ZeroMQ
+        self.dropped = 0  # verdict messages not sent: queue full or socket refused
+        self.heartbeats = 0
+        self._closed = False
+
+        self._ctx = zmq.Context()
+        self._curve = None
+        try:
+            self._curve = server_for(self._ctx, security, settings.bind, "publisher")
+            sock = self._ctx.socket(zmq.PUB)
+            sock.setsockopt(zmq.SNDHWM, settings.sndhwm)
+            sock.setsockopt(zmq.LINGER, settings.linger_ms)
+            if self._curve is not None:
+                self._curve.secure(sock)
+            self.endpoint = bind_socket(sock, settings.bind, "publisher.bind")
+        except BaseException:
+            if self._curve is not None:
+                self._curve.stop()
+            self._ctx.destroy(linger=0)
+            raise
+        self._sock = sock  # from here on used by the sender thread only
+        self._thread = threading.Thread(target=self._run, name=f"publisher-{self.camera_id}", daemon=True)
+        self._thread.start()
+        log.info("publisher %s: line %s camera %s boot %s", self.endpoint, self.line_id, self.camera_id, self.boot_id)
+
+    # ----- caller side (inference loop) -----
+
+    def publish(self, verdict: Verdict) -> VerdictMsg:
+        """Queue ``verdict`` for sending; returns the message with its msg_seq. Never waits on the network."""
+        if self._closed:
+            raise ProtocolError("publish() on a closed publisher")
+        if verdict.camera_id != self.camera_id:
+            raise ProtocolError(f"verdict for camera {verdict.camera_id!r} given to the publisher of camera {self.camera_id!r}")
+        msg = VerdictMsg.from_verdict(verdict, self.line_id, self.boot_id, msg_seq=0, with_heatmap=self.settings.send_heatmap)
+        with self._lock:
+            msg.msg_seq = self._next_msg_seq
+            self._next_msg_seq += 1
+            if self._history.maxlen:
+                self._history.append(replace(msg, heatmap=None) if msg.heatmap is not None else msg)
+            try:
+                self._queue.put_nowait(msg)
+            except queue.Full:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("publisher %s: send queue full, dropped %d verdict(s) so far", self.endpoint, self.dropped)
+        return msg
+
+    def heartbeat(self, status: dict) -> None:
+        """Replace the status carried by heartbeats (keys: state, fps, drops, errors, backend, ...)."""
+        try:
+            dumps_json(status)
+        except (TypeError, ValueError) as exc:
+            raise ProtocolError(f"heartbeat status is not JSON-serialisable: {exc}") from None
+        with self._lock:
+            self._status = dict(status)
+
+    def last(self, since_seq: int | None = None, n: int | None = None) -> list[VerdictMsg]:
+        """Stored verdicts (without heat maps): frame seq > since_seq, oldest first, at most n;
+        since_seq None: the newest n. n None: as many as the history holds."""
+        with self._lock:
+            items = list(self._history)
+        n = len(items) if n is None else max(0, n)
+        if since_seq is None:
+            return items[len(items) - n:] if n else []
+        return [m for m in items if m.seq > since_seq][:n]
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self._t_start
+
+    def close(self) -> None:
+        """Send what is queued, a final heartbeat (state 'stopped'), then close (waiting up to linger_ms)."""
+        if self._closed:
+            return
+        self._closed = True
+        while self._thread.is_alive():  # a full queue drains; a dead sender thread must not hang close()
+            try:
+                self._queue.put(_STOP, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+        if self._curve is not None:
+            self._curve.stop()
+        self._ctx.term()
+        log.info("publisher %s closed: %d published, %d dropped", self.endpoint, self.published, self.dropped)
+
+    def __enter__(self) -> VerdictPublisher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ----- sender thread -----
+
+    def _heartbeat_msg(self, final: bool = False) -> HeartbeatMsg:
+        with self._lock:
+            status = dict(self._status)
+        if final:
+            status["state"] = "stopped"
+        return HeartbeatMsg(
+            line_id=self.line_id,
+            camera_id=self.camera_id,
+            boot_id=self.boot_id,
+            time=format_time(time.time()),
+            uptime_s=round(self.uptime_s, 3),
+            interval_s=self.settings.heartbeat_s,
+            last_msg_seq=self._last_sent_msg_seq,
+            status=status,
+            publisher={"published": self.published, "dropped": self.dropped, "queued": self._queue.qsize()},
+        )
+
+    def _send(self, frames: list[bytes]) -> bool:
+        try:
+            self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=len(frames) < 3)
+            return True
+        except zmq.Again:  # PUB drops at HWM instead; kept for socket types/versions that refuse
+            return False
+
+    def _run(self) -> None:
+        interval = self.settings.heartbeat_s
+        next_beat = time.monotonic()
+        try:
+            while True:
+                try:
+                    item = self._queue.get(timeout=max(0.0, next_beat - time.monotonic()))
+                except queue.Empty:
+                    item = None
+                if item is _STOP:
+                    break
+                if item is not None:
+                    try:
+                        frames = item.to_frames()
+                    except ProtocolError as exc:  # cannot happen for messages built by from_verdict
+                        log.error("publisher: dropped unencodable verdict msg_seq %d: %s", item.msg_seq, exc)
+                        frames = None
+                    sent = frames is not None and self._send(frames)
+                    with self._lock:
+                        if sent:
+                            self.published += 1
+                        else:
+                            self.dropped += 1
+                    self._last_sent_msg_seq = item.msg_seq
+                now = time.monotonic()
+                if now >= next_beat:
+                    self._send(self._heartbeat_msg().to_frames())
+                    self.heartbeats += 1
+                    next_beat += interval
+                    if next_beat <= now:  # after a stall: no burst of catch-up beats
+                        next_beat = now + interval
+            self._send(self._heartbeat_msg(final=True).to_frames())
+        except Exception:  # never die silently: the pipeline would keep publishing into a void
+            log.exception("publisher %s: sender thread failed", self.endpoint)
+        finally:
+            self._sock.close()  # honours LINGER

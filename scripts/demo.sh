@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# End-to-end demo on any machine, CPU only: synthetic data → train (edge profile, small) → export →
+# evaluate → run the synthetic production line through `edge-inspect run` with a subscriber.
+set -euo pipefail
+venv=${1:-.venv}
+ei="$venv/bin/edge-inspect"
+out=${DEMO_OUT:-demo-out}
+mkdir -p "$out"
+echo "== 1/5 synthetic MVTec-format category"
+"$ei" synth --out "$out/data" --category widget --n-train 60 --n-test-good 16 --n-test-per-defect 8 --seed 0
+echo "== 2/5 train (edge profile, small settings for a CPU demo)"
+"$ei" train --data "$out/data" --category widget --out "$out/run" --profile edge \
+  --epochs1 ${DEMO_EPOCHS1:-12} --epochs2 ${DEMO_EPOCHS2:-20} --set pool_factor=2.0
+echo "== 3/5 export ONNX graphs + manifest"
+"$ei" export --run "$out/run" --out "$out/model"
+echo "== 4/5 evaluate through the deployed ONNX path"
+"$ei" eval --model "$out/model" --data "$out/data" --category widget --out "$out/eval"
+if [ -f edge_inspect/cli/run_cmd.py ] && [ -f scripts/demo-line.sh ]; then
+  echo "== 5/5 the line: synthetic camera -> edge-inspect run -> ZeroMQ -> subscriber"
+  bash scripts/demo-line.sh "$venv" "$out/model"
+fi
+echo "demo done: report at $out/eval/report.html"

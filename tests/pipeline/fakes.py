@@ -1,0 +1,148 @@
+"""Fakes for pipeline tests: a scripted frame source, a recording publisher and notifier, a wrapping backend."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+
+from edge_inspect.backends.base import Backend
+from edge_inspect.camera.base import EndOfStream, Frame, FrameSource
+from edge_inspect.errors import CameraError
+
+
+class ScriptedSource(FrameSource):
+    """Frames from ``images`` (cycled) with seq numbers ``seqs`` (default 0, 1, 2, ...).
+
+    count: frames before EndOfStream (None: endless). interval_s: pacing between frames.
+    read_errors: {read_call_index: exception} raised instead of a frame (the frame is not consumed).
+    open_failures: how many open() calls fail with CameraError before one succeeds.
+    """
+
+    def __init__(self, images, count: int | None = 10, seqs=None, interval_s: float = 0.0, read_errors=None,
+                 open_failures: int = 0, camera_id: str = "cam-test"):
+        self.images = images if isinstance(images, list) else [images]
+        self.count, self.seqs, self.interval_s = count, seqs, interval_s
+        self.read_errors = dict(read_errors or {})
+        self.open_failures = open_failures
+        self.camera_id = camera_id
+        self.opens = self.closes = self.reads = 0
+        self.delivered: list[int] = []
+        self.triggers: list[str | None] = []
+        self.is_open = False
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def open(self) -> None:
+        self.opens += 1
+        if self.open_failures > 0:
+            self.open_failures -= 1
+            raise CameraError("fake camera not reachable")
+        self.is_open = True
+
+    def read(self, timeout: float = 1.0):
+        assert self.is_open, "read() on a closed source"
+        call = self.reads
+        self.reads += 1
+        if call in self.read_errors:
+            raise self.read_errors[call]
+        if self.count is not None and self._next >= self.count:
+            raise EndOfStream()
+        if self.interval_s:
+            time.sleep(self.interval_s)
+        i = self._next
+        self._next += 1
+        seq = self.seqs[i] if self.seqs is not None else i
+        self.delivered.append(seq)
+        return Frame(self.camera_id, seq, time.monotonic(), time.time(), self.images[i % len(self.images)])
+
+    def close(self) -> None:
+        self.closes += 1
+        self.is_open = False
+
+    def trigger(self, part_id=None) -> None:
+        self.triggers.append(part_id)
+
+
+class RecordingPublisher:
+    def __init__(self, publish_delay_s: float = 0.0):
+        self.verdicts = []
+        self.heartbeats = []
+        self.closed = False
+        self.publish_delay_s = publish_delay_s
+        self.threads = set()
+
+    def publish(self, verdict) -> None:
+        assert not self.closed, "publish after close"
+        self.threads.add(threading.current_thread().name)
+        if self.publish_delay_s:
+            time.sleep(self.publish_delay_s)
+        self.verdicts.append(verdict)
+
+    def heartbeat(self, status: dict) -> None:
+        self.threads.add(threading.current_thread().name)
+        self.heartbeats.append(status)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class RecordingNotifier:
+    def __init__(self):
+        self.events = []
+
+    def ready(self):
+        self.events.append("ready")
+
+    def watchdog(self):
+        self.events.append("watchdog")
+
+    def status(self, text):
+        self.events.append(f"status:{text}")
+
+    def stopping(self):
+        self.events.append("stopping")
+
+
+class WrappedBackend(Backend):
+    """Delegates to a real backend; can sleep, raise or hang on chosen infer calls (0-based, after warm-up)."""
+
+    name = "wrapped"
+
+    def __init__(self, inner: Backend, delay_s: float = 0.0, fail_calls=(), hang_calls=None, warmup_calls: int = 0):
+        super().__init__(inner.model_dir, inner.manifest)
+        self.inner = inner
+        self.delay_s = delay_s
+        self.fail_calls = set(fail_calls)
+        self.hang_calls = dict(hang_calls or {})
+        self.warmup_calls = warmup_calls
+        self.calls = 0
+        self.loaded = self.closed = False
+
+    def load(self) -> None:
+        self.inner.load()
+        self.loaded = True
+
+    def infer(self, inputs):
+        call = self.calls - self.warmup_calls
+        self.calls += 1
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        if call in self.hang_calls:
+            time.sleep(self.hang_calls[call])
+        if call in self.fail_calls:
+            raise RuntimeError(f"injected failure on call {call}")
+        return self.inner.infer(inputs)
+
+    def close(self) -> None:
+        self.inner.close()
+        self.closed = True
+
+
+def grey(h: int, w: int, blob: bool = False) -> np.ndarray:
+    """(h, w, 3) uint8 BGR near the ImageNet mean (tiny model score ≈ 0), optionally with a white centre blob."""
+    img = np.full((h, w, 3), 124, np.uint8)
+    if blob:
+        img[h * 3 // 8 : h * 5 // 8, w * 3 // 8 : w * 5 // 8] = 255
+    return img

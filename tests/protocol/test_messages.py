@@ -1,0 +1,184 @@
+"""Wire format: round trips and strict refusal of malformed messages (no sockets)."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+
+import numpy as np
+import pytest
+
+from edge_inspect.errors import ProtocolError
+from edge_inspect.protocol.messages import (
+    ControlReply,
+    ControlRequest,
+    HeartbeatMsg,
+    VerdictMsg,
+    format_time,
+    parse_time,
+)
+from tests.protocol.helpers import make_verdict
+
+BOOT = str(uuid.uuid4())
+
+
+def _msg(seq=3, label="ng", heatmap=False, **kw) -> VerdictMsg:
+    return VerdictMsg.from_verdict(make_verdict(seq, label, heatmap=heatmap, **kw), "line1", BOOT, msg_seq=seq + 10)
+
+
+def _frames_with(mutate) -> list[bytes]:
+    frames = _msg().to_frames()
+    body = json.loads(frames[1])
+    mutate(body)
+    return [frames[0], json.dumps(body).encode()]
+
+
+@pytest.mark.parametrize("label", ["ok", "ng", "unknown"])
+def test_verdict_round_trip(label):
+    msg = _msg(label=label)
+    frames = msg.to_frames()
+    assert frames[0] == b"verdict.line1.cam0" and len(frames) == 2
+    back = VerdictMsg.from_frames(frames)
+    assert back == msg
+    body = json.loads(frames[1])
+    assert body["schema"] == "edge-inspect/verdict" and body["version"] == 1
+    assert body["result_state"] == label and body["msg_seq"] == 13 and body["seq"] == 3
+    assert body["capture_time"].endswith("Z") and len(body["capture_time"]) == 24
+
+
+def test_verdict_heatmap_frame_round_trip():
+    msg = _msg(heatmap=True)
+    frames = msg.to_frames()
+    assert len(frames) == 3 and len(frames[2]) == 48 * 64
+    assert json.loads(frames[1])["heatmap"] == {"encoding": "raw", "dtype": "uint8", "shape": [48, 64]}
+    back = VerdictMsg.from_frames(frames)
+    assert back.heatmap.dtype == np.uint8 and back.heatmap.shape == (48, 64)
+    assert back.heatmap[0, 0] == 0 and back.heatmap[-1, -1] == 255
+    np.testing.assert_array_equal(back.heatmap, msg.heatmap)
+
+
+def test_time_format_has_ms_and_round_trips():
+    t = 1714564800.1234
+    text = format_time(t)
+    assert text == "2024-05-01T12:00:00.123Z"
+    assert abs(parse_time(text) - t) < 0.001
+
+
+def test_non_finite_score_becomes_unknown_with_reason():
+    v = make_verdict(1, "ok")
+    v.score = float("nan")
+    msg = VerdictMsg.from_verdict(v, "line1", BOOT, msg_seq=0)
+    assert msg.result_state == "unknown" and msg.score is None and "non-finite" in msg.error
+    VerdictMsg.from_frames(msg.to_frames())  # and it is still valid on the wire
+
+
+def test_from_verdict_refuses_topic_unsafe_ids():
+    with pytest.raises(ProtocolError, match="camera_id"):
+        VerdictMsg.from_verdict(make_verdict(1, camera_id="cam.0"), "line1", BOOT, msg_seq=0)
+    with pytest.raises(ProtocolError, match="line_id"):
+        VerdictMsg.from_verdict(make_verdict(1), "line 1", BOOT, msg_seq=0)
+
+
+MALFORMED_BODIES = {
+    "wrong schema": lambda b: b.update(schema="other"),
+    "newer version": lambda b: b.update(version=2),
+    "bool seq": lambda b: b.update(seq=True),
+    "negative seq": lambda b: b.update(seq=-1),
+    "float msg_seq": lambda b: b.update(msg_seq=1.5),
+    "missing boot_id": lambda b: b.pop("boot_id"),
+    "bad boot_id": lambda b: b.update(boot_id="not-a-uuid"),
+    "time without ms": lambda b: b.update(capture_time="2024-05-01T12:00:00Z"),
+    "time not UTC": lambda b: b.update(decision_time="2024-05-01T12:00:00.000+02:00"),
+    "impossible date": lambda b: b.update(capture_time="2024-13-45T12:00:00.000Z"),
+    "bad state": lambda b: b.update(result_state="NG"),
+    "ng without score": lambda b: b.update(score=None),
+    "string score": lambda b: b.update(score="6.0"),
+    "region not object": lambda b: b.update(regions=[1]),
+    "region negative": lambda b: b["regions"][0].update(w=-3),
+    "latency negative": lambda b: b["latency_ms"].update(infer=-1.0),
+    "heatmap header without frame": lambda b: b.update(heatmap={"encoding": "raw", "dtype": "uint8", "shape": [2, 2]}),
+    "body camera differs from topic": lambda b: b.update(camera_id="cam9"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MALFORMED_BODIES))
+def test_malformed_verdict_bodies_are_refused(name):
+    with pytest.raises(ProtocolError):
+        VerdictMsg.from_frames(_frames_with(MALFORMED_BODIES[name]))
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [],
+        [b"verdict.line1.cam0"],
+        [b"verdict.line1", b"{}"],
+        [b"heartbeat.line1.cam0", b"{}"],
+        [b"verdict.line1.cam0", b"not json"],
+        [b"verdict.line1.cam0", b"[1, 2]"],
+        [b"verdict.line1.cam0", b'{"score": NaN}'],
+        [b"verdict.line1.cam0", b"\xff\xfe"],
+        [b"verdict.line1.cam0", "str, not bytes"],
+        "not a list",
+    ],
+)
+def test_malformed_frames_are_refused(frames):
+    with pytest.raises(ProtocolError):
+        VerdictMsg.from_frames(frames)
+
+
+def test_heatmap_frame_of_wrong_length_is_refused():
+    frames = _msg(heatmap=True).to_frames()
+    with pytest.raises(ProtocolError, match="heatmap"):
+        VerdictMsg.from_frames(frames[:2] + [frames[2][:-1]])
+    with pytest.raises(ProtocolError, match="heatmap"):
+        VerdictMsg.from_frames(_msg().to_frames() + [b"\x00" * 4])
+
+
+def test_unknown_extra_fields_are_ignored_for_additive_growth():
+    frames = _frames_with(lambda b: b.update(new_field_in_v1_1={"x": 1}))
+    assert VerdictMsg.from_frames(frames).seq == 3
+
+
+def test_heartbeat_round_trip_and_status_types():
+    hb = HeartbeatMsg("line1", "cam0", BOOT, format_time(0.0), 12.5, 1.0, 41,
+                      status={"state": "running", "fps": 29.7, "drops": 3, "errors": 0, "backend": "onnxruntime"},
+                      publisher={"published": 42, "dropped": 0})
+    frames = hb.to_frames()
+    assert frames[0] == b"heartbeat.line1.cam0"
+    assert HeartbeatMsg.from_frames(frames) == hb
+    bad = json.loads(frames[1])
+    bad["status"]["fps"] = "fast"
+    with pytest.raises(ProtocolError, match="fps"):
+        HeartbeatMsg.from_frames([frames[0], json.dumps(bad).encode()])
+
+
+def test_control_request_parsing():
+    req = ControlRequest.from_frames([b'{"cmd": "set_threshold", "image": 0.7, "id": 5}'])
+    assert (req.cmd, req.args, req.id) == ("set_threshold", {"image": 0.7, "pixel": None}, 5)
+    assert ControlRequest.from_frames(ControlRequest("last", {"since_seq": -1, "n": 3}).to_frames()).args == {
+        "since_seq": -1, "n": 3}
+    for raw, match in [
+        (b'{"cmd": "set_threshold"}', "image"),
+        (b'{"cmd": "set_threshold", "image": -1}', "range"),
+        (b'{"cmd": "set_threshold", "image": true}', "number"),
+        (b'{"cmd": "set_threshold", "image": 1e999}', "finite"),
+        (b'{"cmd": "last", "n": 0}', "range"),
+        (b'{"cmd": "trigger"}', "part_id"),
+        (b'{"cmd": "trigger", "part_id": "a\\nb"}', "printable"),
+        (b'{"cmd": "reload", "model_dir": 3}', "string"),
+        (b'{"cmd": "ping", "extra": 1}', "unknown argument"),
+        (b'{"cmd": "shutdown"}', "unknown command"),
+        (b'{"command": "ping"}', "cmd"),
+    ]:
+        with pytest.raises(ProtocolError, match=match):
+            ControlRequest.from_frames([raw])
+
+
+def test_control_reply_round_trip():
+    ok = ControlReply(ok=True, cmd="ping", result={"pong": True}, id="a1")
+    assert ControlReply.from_frames(ok.to_frames()) == ok
+    err = ControlReply(ok=False, cmd="trigger", error="camera gone", id=7)
+    assert ControlReply.from_frames(err.to_frames()) == err
+    assert math.isclose(json.loads(ok.to_frames()[0])["result"]["pong"], 1)

@@ -1,0 +1,86 @@
+"""Tiny end-to-end: synth → train (edge profile, small settings) → export → ONNX Runtime matches torch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from edge_inspect.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
+from edge_inspect.data.mvtec import MVTecCategory, load_image  # noqa: E402
+from edge_inspect.data.synth import make_synthetic_category  # noqa: E402
+from edge_inspect.errors import ConfigError  # noqa: E402
+from edge_inspect.manifest import load_manifest  # noqa: E402
+from edge_inspect.preprocess import preprocess  # noqa: E402
+from trainer.config import make_config  # noqa: E402
+from trainer.export import export  # noqa: E402
+from trainer.train import load_trained, train  # noqa: E402
+
+# Tolerances of ONNX Runtime vs torch on CPU, float32: relative to the map's scale.
+SCORE_RTOL = 1e-3
+MAP_ATOL_REL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_synthetic_category(root, "widget", n_train=14, n_test_good=3, n_test_per_defect=2, size=96, seed=1)
+    cfg = make_config("edge", {"image_size": 64, "epochs1": 2, "epochs2": 2, "batch_size1": 4, "batch_size2": 4,
+                               "pool_factor": 1.0, "student2_widths": [32, 16, 16], "disc_base": 8, "disc_depth": 2})
+    run = tmp_path_factory.mktemp("run")
+    train(cfg, root, "widget", run, progress=False)
+    model_dir = export(run, tmp_path_factory.mktemp("model"))
+    return root, cfg, run, model_dir
+
+
+def test_model_folder_and_manifest(trained):
+    _, cfg, run, model_dir = trained
+    m = load_manifest(model_dir)
+    assert [g.name for g in m.graphs] == ["teacher1", "student1", "teacher2", "student2", "discriminator"]
+    assert m.input.height == 64 and m.profile == "edge"
+    assert m.calibration.good_scores.count >= 2
+    assert m.calibration.image_threshold > m.calibration.good_scores.quantiles["0.5"]
+    assert m.provenance.training_config["epochs1"] == 2
+    assert all(g.gmacs and g.gmacs > 0 for g in m.graphs) and all(len(g.sha256) == 64 for g in m.graphs)
+    history = json.loads((run / "history.json").read_text())
+    assert [h["stage"] for h in history["history"]] == [1, 1, 2, 2]
+
+
+def test_onnx_matches_torch(trained):
+    root, _, run, model_dir = trained
+    model, _, _ = load_trained(run)
+    manifest = load_manifest(model_dir)
+    samples = MVTecCategory(root, "widget").test_samples()
+    with OnnxRuntimeBackend(model_dir, manifest) as backend:
+        for s in samples[:4]:
+            x = preprocess(load_image(s.path), manifest.input, channel_order="RGB")
+            got = backend.infer({"image": x})
+            with torch.no_grad():
+                ref = model(torch.from_numpy(x))
+            scale = float(ref["anomaly_map"].abs().max())
+            np.testing.assert_allclose(got["score"], ref["score"].numpy(), rtol=SCORE_RTOL)
+            np.testing.assert_allclose(got["anomaly_map"], ref["anomaly_map"].numpy(), atol=MAP_ATOL_REL * scale)
+
+
+def test_batch_axis_is_dynamic(trained):
+    _, _, _, model_dir = trained
+    manifest = load_manifest(model_dir)
+    x = np.random.default_rng(0).normal(size=(3, 3, 64, 64)).astype(np.float32)
+    with OnnxRuntimeBackend(model_dir, manifest) as backend:
+        out = backend.infer({"image": x})
+    assert out["score"].shape == (3,) and out["anomaly_map"].shape == (3, 1, 64, 64)
+
+
+def test_resume_is_a_no_op_when_finished_and_config_change_is_refused(trained):
+    root, cfg, run, _ = trained
+    before = (run / "model.pt").stat().st_mtime_ns
+    train(cfg, root, "widget", run, progress=False)  # resumes at the end: nothing left to train
+    state = torch.load(run / "checkpoint.pt", weights_only=False)["state"]
+    assert state["stage"] == 2 and state["epoch"] == 2
+    assert (run / "model.pt").stat().st_mtime_ns >= before
+    other = make_config("edge", {**{k: v for k, v in cfg.to_dict().items() if k not in ("model", "profile")}, "epochs1": 3})
+    with pytest.raises(ConfigError, match="different config"):
+        train(other, root, "widget", run, progress=False)
