@@ -33,7 +33,7 @@ import numpy as np
 class GraphCost:
     macs: int  # multiply-accumulates at batch 1
     kernels: int  # compute nodes + non-fusible ones (resize, reduce, pool, concat): ≈ kernels after fusion
-    activation_elems: int  # elements of every tensor a node writes (read back at least once)
+    activation_elems: int  # elements written by kernels (MAC and non-fusible nodes), read back at least once
     weight_elems: int
 
     @property
@@ -45,6 +45,7 @@ class GraphCost:
         return (2 * self.activation_elems + self.weight_elems) * bytes_per_elem
 
 
+MAC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 UNFUSED_OPS = {"Resize", "Upsample", "ReduceMax", "ReduceMean", "ReduceSum", "ReduceL2", "AveragePool", "MaxPool",
                "GlobalAveragePool", "Softmax", "TopK", "Concat"}
 
@@ -59,23 +60,21 @@ def count_cost(onnx_path: str | Path, batch: int = 1) -> GraphCost:
         for dim in vi.type.tensor_type.shape.dim:
             if dim.dim_param or dim.dim_value <= 0:
                 dim.dim_value = batch  # the only symbolic axis an export has is the batch
-    model = shape_inference.infer_shapes(model)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for vi in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
-        dims = vi.type.tensor_type.shape.dim
-        if all(d.dim_value > 0 for d in dims):
-            shapes[vi.name] = tuple(d.dim_value for d in dims)
-    for init in model.graph.initializer:
-        shapes[init.name] = tuple(init.dims)
+    del model.graph.value_info[:]  # exporters leave symbolic shapes there; infer them again from the inputs
+    shapes = _static_shapes(shape_inference.infer_shapes(model, data_prop=True))
+    needed = [o for n in model.graph.node if n.op_type in MAC_OPS for o in (*n.input[:2], n.output[0])]
+    if any(name not in shapes for name in needed):
+        # Shapes behind computed pads/reshapes (e.g. TF-style "same" padding): run the graph once on zeros.
+        shapes.update(_runtime_shapes(model))
     initializers = {i.name for i in model.graph.initializer}
 
     macs = kernels = acts = 0
     for node in model.graph.node:
-        for out in node.output:
-            if out in shapes:
-                acts += int(np.prod(shapes[out]))
+        if node.op_type in MAC_OPS or node.op_type in UNFUSED_OPS:
+            # Only real kernels write to memory: element-wise ops and activations fuse into them.
+            acts += sum(int(np.prod(shapes[o])) for o in node.output if o in shapes)
         kernels += node.op_type in UNFUSED_OPS
-        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
+        if node.op_type not in MAC_OPS:
             continue
         kernels += 1
         ins = [shapes.get(name) for name in node.input]
@@ -97,6 +96,43 @@ def count_cost(onnx_path: str | Path, batch: int = 1) -> GraphCost:
     return GraphCost(macs, kernels, acts, weights)
 
 
+def _static_shapes(model) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for vi in list(model.graph.input) + list(model.graph.output) + list(model.graph.value_info):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.dim_value > 0 for d in dims):
+            shapes[vi.name] = tuple(d.dim_value for d in dims)
+    for init in model.graph.initializer:
+        shapes[init.name] = tuple(init.dims)
+    return shapes
+
+
+def _runtime_shapes(model) -> dict[str, tuple[int, ...]]:
+    """Shape of every node output from one ONNX Runtime run on zeros (inputs already have concrete shapes)."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    known = {o.name for o in probe.graph.output}
+    for node in probe.graph.node:
+        for name in node.output:
+            if name and name not in known:
+                probe.graph.output.append(onnx.ValueInfoProto(name=name))
+                known.add(name)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3  # the probe's extra outputs have no declared shapes: ORT would warn about each
+    sess = ort.InferenceSession(probe.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    inits = {i.name for i in probe.graph.initializer}
+    feeds = {}
+    for vi in probe.graph.input:
+        if vi.name not in inits:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+            feeds[vi.name] = np.zeros([d.dim_value for d in vi.type.tensor_type.shape.dim], dtype)
+    outs = sess.run(None, feeds)
+    return {o.name: tuple(a.shape) for o, a in zip(sess.get_outputs(), outs, strict=True)}
+
+
 # --------------------------------------------------------------------------------------------
 # Estimates (clearly labelled as such)
 # --------------------------------------------------------------------------------------------
@@ -108,20 +144,21 @@ class DeviceModel:
     fp16_tflops: float  # dense tensor-core FP16 peak
     utilisation: tuple[float, float]  # realistic fraction of peak for batch-1 convnets (pessimistic, optimistic)
     bandwidth_gbs: float
-    per_layer_us: float  # launch/latency floor per fused kernel at batch 1
+    bandwidth_efficiency: tuple[float, float]  # achievable fraction of peak DRAM bandwidth (pessimistic, optimistic)
+    per_layer_us: tuple[float, float]  # time floor per fused kernel at batch 1 (pessimistic, optimistic)
     note: str
 
 
 DEVICES = [
     DeviceModel(
-        "Jetson Orin Nano 8GB (ESTIMATE)", 5.0, (0.20, 0.35), 68.0, 15.0,
+        "Jetson Orin Nano 8GB (ESTIMATE)", 5.0, (0.20, 0.35), 68.0, (0.6, 0.8), (10.0, 5.0),
         "5 TFLOPs FP16 dense taken as a conservative peak (NVIDIA's 40 TOPS INT8 sparse ≈ 10 TFLOPs FP16 dense "
-        "at 625 MHz; 4GB module and low-power modes are about half); 20-35 % utilisation; 68 GB/s LPDDR5; "
-        "~15 us per fused layer",
+        "at 625 MHz; 4GB module and low-power modes are about half); 20-35 % utilisation; 68 GB/s LPDDR5 at "
+        "60-80 %; 5-10 us per kernel (small kernels on a 625 MHz GPU); FP16 activations",
     ),
     DeviceModel(
-        "Datacenter GPU, A100 class (ESTIMATE)", 312.0, (0.05, 0.15), 1500.0, 4.0,
-        "312 TFLOPs FP16 dense, batch 1 uses 5-15 % of it; 1.5 TB/s HBM; ~4 us per fused layer",
+        "Datacenter GPU, A100 class (ESTIMATE)", 312.0, (0.05, 0.15), 1500.0, (0.5, 0.8), (4.0, 2.0),
+        "312 TFLOPs FP16 dense, batch 1 uses 5-15 % of it; 1.5 TB/s HBM at 50-80 %; 2-4 us per kernel",
     ),
 ]
 
@@ -129,10 +166,10 @@ DEVICES = [
 def estimate_ms(cost: GraphCost, dev: DeviceModel, bytes_per_elem: float = 2.0) -> tuple[float, float]:
     """(pessimistic, optimistic) latency in ms: the largest of compute, memory traffic and per-layer floor."""
     out = []
-    for util in dev.utilisation:
+    for util, bw_eff, floor_us in zip(dev.utilisation, dev.bandwidth_efficiency, dev.per_layer_us, strict=True):
         compute = 2 * cost.macs / (dev.fp16_tflops * 1e12 * util)
-        memory = cost.traffic_bytes(bytes_per_elem) / (dev.bandwidth_gbs * 1e9)
-        floor = cost.kernels * dev.per_layer_us * 1e-6
+        memory = cost.traffic_bytes(bytes_per_elem) / (dev.bandwidth_gbs * 1e9 * bw_eff)
+        floor = cost.kernels * floor_us * 1e-6
         out.append(1e3 * max(compute, memory, floor))
     return out[0], out[1]
 

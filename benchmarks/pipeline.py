@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", help="camera image HxW (default: model input size)")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--queue-size", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating model-only / pipeline rounds per run")
     ap.add_argument("--repeat", type=int, default=1, help="repeat the measurement (figures vary on a busy host)")
     ap.add_argument("--json", metavar="FILE", help="also write all runs as JSON here")
     args = ap.parse_args(argv)
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
         runs = []
         for i in range(args.repeat):
             result = run_bench(model_dir, frames=args.frames, backend=args.backend,
-                               image_hw=parse_hw(args.image_size), threads=args.threads, queue_size=args.queue_size)
+                               image_hw=parse_hw(args.image_size), threads=args.threads, queue_size=args.queue_size, rounds=args.rounds)
             print(f"--- run {i + 1}/{args.repeat}\n{result.table()}")
             runs.append({**asdict(result), "ratio": result.ratio})
     if args.json:

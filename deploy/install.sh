@@ -177,6 +177,17 @@ warn_if_not_jetpack() {
     fi
 }
 
+# Does the service user exist with both supplementary groups? (Then sysusers has nothing to do.)
+user_complete() {
+    service_ids >/dev/null || return 1
+    local group
+    for group in video render; do
+        awk -F: -v g="$group" -v u="$SERVICE_USER" \
+            '$1 == g { n = split($4, m, ","); for (i = 1; i <= n; i++) if (m[i] == u) ok = 1 } END { exit !ok }' \
+            "$ROOT/etc/group" || return 1
+    done
+}
+
 create_user() {
     local tmp
     tmp=$(mktemp)
@@ -191,6 +202,7 @@ EOF
     install_file "$tmp" "$SYSUSERS" 0644
     rm -f "$tmp"
     ensure_dir /etc 0755
+    user_complete && return 0
     if [ -n "$ROOT" ]; then
         run systemd-sysusers --root="$ROOT" "$ROOT$SYSUSERS"
     else
@@ -200,11 +212,14 @@ EOF
 
 create_venv() {
     [ "$WITH_VENV" = 1 ] || { log "skipping the virtualenv (--no-venv)"; return 0; }
+    if [ -n "$ROOT" ]; then
+        log "note: a virtualenv made under --root keeps that path in its scripts (not relocatable)"
+    fi
     if [ ! -x "$ROOT$VENV/bin/python" ]; then
         # --system-site-packages: JetPack installs tensorrt and its OpenCV (with GStreamer, for CSI
         # and hardware-decoded RTSP) into the system Python; a plain venv would not see them.
         run "$PYTHON" -m venv --system-site-packages "$ROOT$VENV"
-        log "created $VENV"
+        did create created "$VENV"
     fi
     # pycuda is built from source here: it needs nvcc and the CUDA headers of JetPack.
     export PATH="/usr/local/cuda/bin:$PATH" CUDA_ROOT=/usr/local/cuda
@@ -235,7 +250,8 @@ EOF
 install_files() {
     ensure_dir $OPT 0755
     ensure_dir $ETC 0755
-    ensure_dir $ETC/curve 0700
+    # 0755: the service user reads clients/ (public keys); the secret key file itself is 0600 root.
+    ensure_dir $ETC/curve 0755
     ensure_dir $ETC/curve/clients 0755
     install_file "$SCRIPT_DIR/config.example.toml" $ETC/config.example.toml 0644
     if [ ! -f "$ROOT$ETC/config.toml" ]; then
@@ -287,15 +303,18 @@ create_curve_keys() {
     local py=$PYTHON
     [ -x "$ROOT$VENV/bin/python" ] && py=$ROOT$VENV/bin/python
     if [ "$DRY_RUN" = 1 ]; then
-        printf '+ %q -c %q %q\n' "$py" "zmq.auth.create_certificates(...)" "$ROOT$ETC/curve"
+        printf '+ %q -m edge_inspect keys --out %q --name server\n' "$py" "$ROOT$ETC/curve"
         return 0
     fi
-    if ! "$py" -c "import zmq.auth" 2>/dev/null; then
-        log "warning: no pyzmq for $py: create the CURVE key pair later (docs/deploy.md 'CURVE keys');"
+    if "$py" -c "import edge_inspect.cli.keys_cmd" 2>/dev/null; then
+        "$py" -m edge_inspect keys --out "$ROOT$ETC/curve" --name server >/dev/null
+    elif "$py" -c "import zmq.auth" 2>/dev/null; then
+        (umask 077 && "$py" -c 'import sys, zmq.auth; zmq.auth.create_certificates(sys.argv[1], "server")' "$ROOT$ETC/curve")
+    else
+        log "warning: neither edge-inspect nor pyzmq for $py: create the CURVE key pair later (docs/deploy.md);"
         log "warning: until $ETC/curve/server.key_secret exists the service fails with 243/CREDENTIALS"
         return 0
     fi
-    (umask 077 && "$py" -c 'import sys, zmq.auth; zmq.auth.create_certificates(sys.argv[1], "server")' "$ROOT$ETC/curve")
     chmod 0600 "$secret"
     chmod 0644 "$ROOT$ETC/curve/server.key"
     log "created the CURVE server key pair in $ETC/curve (give server.key, the public one, to the PLC gateway)"

@@ -111,6 +111,7 @@ class Provenance(_Strict):
     data_fingerprint: str | None = None
     torch_version: str | None = None
     onnx_opset: int | None = None
+    run_dir: str | None = None  # the training run exported (for eval --backend torch on the workstation)
     notes: str | None = None
 
 

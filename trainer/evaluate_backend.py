@@ -1,8 +1,7 @@
 """Torch backend for ``edge-inspect eval --backend torch``: the trained model straight from model.pt.
 
-It reads the run folder that the model folder's manifest came from (provenance cannot hold weights),
-so ``model_dir`` here may be either a run folder (with model.pt) or a model folder whose
-``training_run`` sits beside it; it implements the runtime's Backend interface.
+It finds the training run through the manifest's ``provenance.run_dir`` (or a model.pt inside the
+model folder) and implements the runtime's Backend interface, so eval compares torch and ONNX alike.
 """
 
 from __future__ import annotations
@@ -26,15 +25,18 @@ class TorchBackend(Backend):
         model_dir = Path(model_dir)
         manifest = manifest or load_manifest(model_dir, verify_files=False)
         super().__init__(model_dir, manifest)
-        self.run_dir = Path(run_dir) if run_dir else self._find_run(model_dir)
+        self.run_dir = Path(run_dir) if run_dir else self._find_run(model_dir, manifest.provenance.run_dir)
         self.model = None
 
     @staticmethod
-    def _find_run(model_dir: Path) -> Path:
-        for cand in (model_dir, model_dir / "run"):
+    def _find_run(model_dir: Path, recorded: str | None) -> Path:
+        for cand in ([Path(recorded)] if recorded else []) + [model_dir]:
             if (cand / FINAL).is_file():
                 return cand
-        raise ModelError(f"torch backend needs the training run's {FINAL}: put it in {model_dir} or pass run_dir")
+        raise ModelError(
+            f"torch backend needs the training run's {FINAL} (recorded run: {recorded or 'none'}); "
+            "evaluate on the machine that trained the model, or use --backend onnxruntime"
+        )
 
     def load(self) -> None:
         self.model, _, _ = load_trained(self.run_dir)

@@ -130,7 +130,7 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
         calibration=_placeholder_calibration(),
         provenance=Provenance(
             code_version=__version__, created_at=utc_now(), training_config=cfg.to_dict(), data_fingerprint=data["fingerprint"],
-            torch_version=ckpt.get("torch_version"), onnx_opset=OPSET,
+            torch_version=ckpt.get("torch_version"), onnx_opset=OPSET, run_dir=str(Path(run_dir).resolve()),
             notes=f"trained on {len(data['train'])} images of {data['category']}; {ckpt['state'].get('history', [{}])[-1]}",
         ),
     )

@@ -27,6 +27,8 @@ class Teacher(nn.Module):
         self.net = build_backbone(backbone, pretrained=pretrained, weights_path=weights_path)
         self.with_deepest = with_deepest
         self.channels = self.net.channels if with_deepest else self.net.channels[:3]
+        if not with_deepest:
+            _trim_to_stride16(self.net)
         self.requires_grad_(False)
         self.eval()
 
@@ -38,6 +40,15 @@ class Teacher(nn.Module):
         return feats if self.with_deepest else feats[:3]
 
 
+def _trim_to_stride16(net: nn.Module) -> None:
+    """Drop the stride-32 stage a network never uses (saves its compute in training and at run time)."""
+    if hasattr(net, "blocks"):  # EfficientNet-Lite
+        net.blocks = net.blocks[: net.taps[2] + 1]
+        net.taps = net.taps[:3]
+    else:  # ResNet
+        net.layers = net.layers[:3]
+
+
 class Student1(nn.Module):
     """Plain STPM student: the teacher's architecture from scratch, taps at strides 4/8/16."""
 
@@ -45,11 +56,7 @@ class Student1(nn.Module):
         super().__init__()
         self.net = build_backbone(backbone, pretrained=False)
         self.channels = self.net.channels[:3]
-        if hasattr(self.net, "blocks"):  # EfficientNet: drop the stride-32 blocks the student never uses
-            self.net.blocks = self.net.blocks[: self.net.taps[2] + 1]
-            self.net.taps = self.net.taps[:3]
-        else:
-            self.net.layers = self.net.layers[:3]
+        _trim_to_stride16(self.net)
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         return self.net(image)[:3]

@@ -74,12 +74,16 @@ def _teacher_features(model: RSTPM, images: torch.Tensor, device, batch: int, sh
     """Cached frozen-teacher features for ``images`` (N,3,H,W): (t1 list of 4, t2 list of 3), on CPU."""
     t1_parts, t2_parts = [], []
     for i in _progress(range(0, len(images), batch), desc="teacher features", disable=not show):
-        x = images[i : i + batch].to(device)
+        x = _cl(images[i : i + batch].to(device))
         t1_parts.append([f.cpu() for f in model.teacher1(x)])
         t2_parts.append([f.cpu() for f in model.teacher2(x)])
     t1 = [torch.cat([p[k] for p in t1_parts]) for k in range(4)]
     t2 = [torch.cat([p[k] for p in t2_parts]) for k in range(3)]
     return t1, t2
+
+
+def _cl(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _save(path: Path, state: dict) -> None:
@@ -106,7 +110,8 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
     rgb = load_rgb_stack(train_samples, cfg.image_size, progress=(lambda it: _progress(it, desc="loading images")) if show else None)
     images = to_input(rgb, spec)
 
-    model = RSTPM(cfg.model, (cfg.image_size, cfg.image_size)).to(device)
+    # channels_last: measured 4-7x faster convolutions (depthwise above all) on CPU than NCHW.
+    model = RSTPM(cfg.model, (cfg.image_size, cfg.image_size)).to(device, memory_format=torch.channels_last)
     students = torch.nn.ModuleList([model.student1, model.student2])
     if cfg.optimizer1 == "sgd":
         opt1 = torch.optim.SGD(students.parameters(), lr=cfg.lr1, momentum=0.9, weight_decay=cfg.weight_decay1)
@@ -159,7 +164,7 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
             idx = torch.from_numpy(order[i : i + cfg.batch_size1])
             if len(idx) < 2:
                 continue  # BatchNorm needs two samples
-            x = images[idx].to(device)
+            x = _cl(images[idx].to(device))
             if cfg.augment:
                 x = torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(-1), x).to(device)
                 with torch.no_grad():
@@ -248,7 +253,7 @@ def _set_map_normalisation(model: RSTPM, images: torch.Tensor, device, batch: in
     model.eval()
     acc = []
     for i in range(0, len(images), batch):
-        t1, s1, t2, s2 = model.features(images[i : i + batch].to(device))
+        t1, s1, t2, s2 = model.features(_cl(images[i : i + batch].to(device)))
         _, maps = model.head.scale_maps(t1[:3], s1, t2 if model.cfg.use_pair2 else None, s2 if model.cfg.use_pair2 else None)
         acc.append(maps.cpu())
     maps = torch.cat(acc)
@@ -264,7 +269,7 @@ def _anomaly_pool(model: RSTPM, rgb: np.ndarray, gen, spec, device, n: int, batc
     picks = rng.integers(0, len(rgb), size=n)
     for i in _progress(range(0, n, batch), desc="pseudo-anomaly pool", disable=not show):
         pairs = [gen(rgb[j]) for j in picks[i : i + batch]]
-        x = to_input(np.stack([p[0] for p in pairs]), spec).to(device)
+        x = _cl(to_input(np.stack([p[0] for p in pairs]), spec).to(device))
         t1, s1, t2, s2 = model.features(x)
         _, m = model.head.scale_maps(t1[:3], s1, t2 if model.cfg.use_pair2 else None, s2 if model.cfg.use_pair2 else None)
         mask = torch.from_numpy(np.stack([p[1] for p in pairs])).float().unsqueeze(1)

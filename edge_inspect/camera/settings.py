@@ -1,13 +1,14 @@
-"""Camera section of the settings (owned by the camera package)."""
+"""Camera section of the settings (owned by the camera package).
+
+Values given in the camera URI's query (``gige://10.0.0.5?exposure_us=800``) win over these fields.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 
 class CameraSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
-
     uri: str = "synthetic://"
     camera_id: str = "cam0"
     width: int | None = Field(default=None, gt=0)
@@ -20,3 +21,14 @@ class CameraSettings(BaseModel):
     read_timeout_s: float = Field(default=2.0, gt=0)
     reconnect_initial_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
+    # Opening a network camera (RTSP, GigE) gives up after this many seconds.
+    open_timeout_s: float = Field(default=5.0, gt=0)
+    # Free-run live camera: no new frame for this long (at least 3 frame periods) means the camera is
+    # lost, even when the driver keeps returning old or black frames; it is then reopened.
+    stall_timeout_s: float = Field(default=5.0, gt=0)
+    # Live cameras: a frame whose brightest pixel is at or below this (8-bit scale) is a dead-stream
+    # black frame and is dropped and counted, never inspected. None: keep black frames.
+    black_level: int | None = Field(default=4, ge=0, le=255)
+    # Live cameras: drop (and count) a frame identical to the previous one or with the same source
+    # timestamp: a hung stream repeating itself, not a new part.
+    drop_repeated: bool = True

@@ -21,6 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("--image-size", metavar="HxW", help="camera image size (default: the model input size)")
     p.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime intra-op threads (default: all cores)")
     p.add_argument("--queue-size", type=int, default=4, metavar="N", help="pipeline queue depth (default 4)")
+    p.add_argument("--rounds", type=int, default=3, metavar="N",
+                   help="alternate model-only and pipeline measurements N times (default 3; evens out load changes)")
     p.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     p.set_defaults(func=bench)
 
@@ -42,8 +44,10 @@ def bench(args) -> int:
 
     if args.frames < 10:
         raise ConfigError("--frames must be at least 10")
+    if not 1 <= args.rounds <= args.frames // 5:
+        raise ConfigError("--rounds must be between 1 and frames / 5")
     result = run_bench(args.model, frames=args.frames, backend=args.backend, image_hw=parse_hw(args.image_size),
-                       threads=args.threads, queue_size=args.queue_size)
+                       threads=args.threads, queue_size=args.queue_size, rounds=args.rounds)
     if args.json:
         print(json.dumps({**asdict(result), "ratio": result.ratio}, indent=2))
     else:

@@ -47,14 +47,19 @@ def run(args) -> int:
         line = json.dumps(event_json(ev), separators=(",", ":")) if args.json else format_event(ev)
         print(line, flush=True)
 
-    # SIGTERM ends the run like Ctrl-C, so the summary is printed either way.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
     reached = True
     with VerdictListener(args.connect, topic=args.topic, control=args.control, keys=keys) as listener:
+        # SIGTERM ends the run like Ctrl-C, so the summary is printed either way.
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
         try:
             reached = run_until(listener, args.count, args.timeout, emit)
         except KeyboardInterrupt:
             pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         if args.json:
             print(json.dumps({"event": "summary", **listener.stats.as_dict()}), flush=True)
         else:

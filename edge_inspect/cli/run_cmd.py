@@ -84,7 +84,8 @@ def run(args) -> int:
                            threads=settings.model.intra_op_threads)
     source = open_source(settings.camera)
     publisher = VerdictPublisher(settings.publisher, settings.security, camera_id=settings.camera.camera_id)
-    pipeline = Pipeline(source, backend, publisher, settings, notifier=SystemdNotifier())
+    notifier = SystemdNotifier()
+    pipeline = Pipeline(source, backend, publisher, settings, notifier=notifier)
 
     signals_seen = []
 
@@ -101,7 +102,7 @@ def run(args) -> int:
     try:
         pipeline.start()
         if settings.control.enabled:
-            control = ControlServer(settings.control, settings.security, target=pipeline)
+            control = ControlServer(settings.control, settings.security, target=pipeline, publisher=publisher)
             control.start()
         while not pipeline.wait(0.2):
             pass
@@ -110,8 +111,11 @@ def run(args) -> int:
             _close_quietly(control, "control server")
         drained = pipeline.stop(wait=True)
         _restore_signal_handlers(previous)
+        _close_quietly(notifier, "systemd notifier")
     summary = pipeline.summary()
     print(format_summary(summary))
+    if isinstance(pipeline.fatal_error, EdgeInspectError):  # e.g. the camera needs a missing library
+        raise pipeline.fatal_error
     if pipeline.fatal_error is not None:
         print(f"edge-inspect run: pipeline failed: {pipeline.fatal_error!r}")
         return 1

@@ -279,16 +279,15 @@ def render_part(
     drawn = _place_defect(rng, part, metal, defect) if defect is not None else None
     if drawn is not None:
         drawn.shade(lum)
-    # Sensor read/shot noise on luminance (chroma noise is added after colouring).
-    lum += rng.standard_normal((size, size), dtype=np.float32) * np.float32(rng.uniform(1.5, 3.0))
-    belt += rng.standard_normal((size, size), dtype=np.float32) * np.float32(1.5)
-
     # Colour: blue-grey steel over a grey-green belt. rgb = belt * belt_tint + (lum - belt) * metal * steel
     # would need two (H, W, 3) products; one 2->3 channel cv2.transform does it in one pass.
     steel = np.array([0.97, 1.0, 1.05], np.float32) * rng.uniform(0.98, 1.02, size=3).astype(np.float32)
     belt_tint = np.array([0.86, 1.0, 0.92], np.float32)
     lum -= belt
     lum *= metal
+    # Sensor read/shot noise: added to the belt term only, it reaches every pixel (metal included) once;
+    # chroma noise follows after colouring.
+    belt += rng.standard_normal((size, size), dtype=np.float32) * np.float32(rng.uniform(1.5, 3.0))
     image = cv2.transform(cv2.merge([belt, lum]), np.stack([belt_tint, steel], axis=1))
     if drawn is not None and drawn.tint is not None:
         _apply_tint(image, drawn.alpha, drawn.tint)

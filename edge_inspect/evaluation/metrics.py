@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, require
 
 # ---------------------------------------------------------------------------------------------
 # image level
@@ -44,7 +44,7 @@ def _need_both_classes(y: np.ndarray, what: str) -> None:
 
 def image_auroc(labels, scores) -> float:
     """Area under the ROC curve of image scores (1 = perfectly separated, 0.5 = chance; ties count half)."""
-    from sklearn.metrics import roc_auc_score
+    roc_auc_score = require("sklearn.metrics", "eval", "evaluation metrics").roc_auc_score
 
     y, s = _labels_scores(labels, scores)
     _need_both_classes(y, "AUROC")
@@ -53,7 +53,7 @@ def image_auroc(labels, scores) -> float:
 
 def image_roc(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) of image scores, as sklearn.metrics.roc_curve returns them."""
-    from sklearn.metrics import roc_curve
+    roc_curve = require("sklearn.metrics", "eval", "evaluation metrics").roc_curve
 
     y, s = _labels_scores(labels, scores)
     _need_both_classes(y, "ROC curve")
@@ -67,7 +67,7 @@ def f1_max(labels, scores) -> tuple[float, float]:
     sklearn's precision_recall_curve counts ``score >= t`` as positive; the returned threshold is
     moved half-way down to the next lower score so the same split holds with ``>`` (and ``>=``).
     """
-    from sklearn.metrics import precision_recall_curve
+    precision_recall_curve = require("sklearn.metrics", "eval", "evaluation metrics").precision_recall_curve
 
     y, s = _labels_scores(labels, scores)
     _need_both_classes(y, "F1-max")

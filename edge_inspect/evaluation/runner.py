@@ -270,6 +270,8 @@ def evaluate(model_dir, data_root, category: str, out_dir, backend: str = "onnxr
         from ..errors import ConfigError
 
         raise ConfigError(f"threshold must be a finite number, got {threshold}")
+    if report:  # fail before scoring, not after
+        require("matplotlib", "eval", "the evaluation report (or skip it: --no-report)")
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     manifest = load_manifest(model_dir)
     cat = MVTecCategory(data_root, category)
@@ -327,10 +329,12 @@ def evaluate(model_dir, data_root, category: str, out_dir, backend: str = "onnxr
         for s in scored:
             label = "ng" if s.score > threshold else "ok"
             fh.write(json.dumps({"path": s.rel_path, "score": s.score, "label": label, "truth": s.defect_type}) + "\n")
+    metrics_path = out_dir / "metrics.json"
+    metrics_path.write_text(json.dumps(result, indent=2) + "\n")  # before the report: keep it if that fails
     if report:
         result["report"] = write_report(out_dir, result, scored, curves).name
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    log.info("eval: wrote %s", out_dir / "metrics.json")
+        metrics_path.write_text(json.dumps(result, indent=2) + "\n")
+    log.info("eval: wrote %s", metrics_path)
     return result
 
 

@@ -56,17 +56,19 @@ class MemorySource(FrameSource):
 
 
 class NullPublisher:
-    """Counts verdicts and heartbeats; keeps nothing else."""
+    """Counts verdicts and heartbeats and keeps each verdict's per-stage latency (ms); sends nothing."""
 
     def __init__(self):
         self.verdicts = 0
         self.labels: dict[str, int] = {}
+        self.latencies: list[dict[str, float]] = []
         self.heartbeats = 0
         self.closed = False
 
     def publish(self, verdict) -> None:
         self.verdicts += 1
         self.labels[verdict.label] = self.labels.get(verdict.label, 0) + 1
+        self.latencies.append(verdict.latency_ms)
 
     def heartbeat(self, status: dict) -> None:
         self.heartbeats += 1
@@ -119,6 +121,7 @@ class BenchResult:
     input_hw: tuple[int, int]
     image_hw: tuple[int, int]
     counters: dict
+    rounds: int = 1
 
     @property
     def ratio(self) -> float:
@@ -131,7 +134,7 @@ class BenchResult:
 
         lines = [
             f"model {self.model_id} on {self.backend}; input {self.input_hw[0]}x{self.input_hw[1]}, "
-            f"camera image {self.image_hw[0]}x{self.image_hw[1]}; {self.frames} frames",
+            f"camera image {self.image_hw[0]}x{self.image_hw[1]}; {self.frames} frames in {self.rounds} rounds",
             f"{'':<26}{'frames/s':>10}{'p50 ms':>11}{'p99 ms':>11}{'p99/p50':>11}",
             row("model only (infer)", self.model_fps, self.model_p50_ms, self.model_p99_ms),
             row("pipeline: infer stage", self.pipeline_fps, self.pipeline_infer_p50_ms, self.pipeline_infer_p99_ms),
@@ -149,9 +152,18 @@ class BenchResult:
         return "\n".join(lines)
 
 
+def _percentiles(samples_ms) -> tuple[float, float]:
+    arr = np.asarray(samples_ms, np.float64)
+    return (float(np.percentile(arr, 50)), float(np.percentile(arr, 99))) if arr.size else (0.0, 0.0)
+
+
 def run_bench(model_dir: str | Path, frames: int = 200, backend: str = "auto", image_hw: tuple[int, int] | None = None,
-              threads: int | None = None, queue_size: int = 4, warmup: int = 10) -> BenchResult:
-    """Measure model-only and pipeline throughput on the same ``frames`` images (see module doc)."""
+              threads: int | None = None, queue_size: int = 4, warmup: int = 10, rounds: int = 3) -> BenchResult:
+    """Measure model-only and pipeline throughput on the same images (see module doc).
+
+    The ``frames`` are split into ``rounds`` that alternate model-only and pipeline measurements, so
+    a change in machine load hits both alike. Throughput is frames over summed measured time.
+    """
     from ..backends.select import open_backend
     from .runner import Pipeline
 
@@ -159,52 +171,53 @@ def run_bench(model_dir: str | Path, frames: int = 200, backend: str = "auto", i
     spec = manifest.input
     hw = image_hw or (spec.height, spec.width)
     images = bench_images(*hw)
-
-    # model-only: preprocess once, infer in a loop (the backend's best case)
     inputs = [preprocess(img, spec) for img in images]
-    times = np.empty(frames)
+    per_round = [frames // rounds + (1 if i < frames % rounds else 0) for i in range(rounds)]
+    model_ms: list[float] = []
+    model_wall = pipe_wall = 0.0
+    infer_ms: list[float] = []
+    total_ms: list[float] = []
+    counters: dict[str, int] = {}
+
     with open_backend(model_dir, backend, manifest=manifest, threads=threads) as be:
         backend_name = be.name
         for i in range(warmup):
             be.infer({spec.name: inputs[i % len(inputs)]})
-        t_start = time.perf_counter()
-        for i in range(frames):
-            t0 = time.perf_counter()
-            be.infer({spec.name: inputs[i % len(inputs)]})
-            times[i] = time.perf_counter() - t0
-        model_wall = time.perf_counter() - t_start
-    model_ms = times * 1000.0
+        for n in per_round:
+            # model only: frames preprocessed once, infer in a loop (the backend's best case)
+            t_start = time.perf_counter()
+            for i in range(n):
+                t0 = time.perf_counter()
+                be.infer({spec.name: inputs[i % len(inputs)]})
+                model_ms.append((time.perf_counter() - t0) * 1000.0)
+            model_wall += time.perf_counter() - t_start
 
-    # pipeline: lossless, in-memory source of the same raw frames, null publisher
-    settings = Settings(
-        model={"dir": str(model_dir), "backend": backend, "intra_op_threads": threads},
-        pipeline={"mode": "lossless", "queue_size": queue_size, "warmup_runs": warmup, "stats_interval_s": 3600},
-        control={"enabled": False},
-    )
-    publisher = NullPublisher()
-    pipeline = Pipeline(MemorySource(images, frames), open_backend(model_dir, backend, manifest=manifest,
-                                                                   threads=threads), publisher, settings)
-    pipeline.start()  # loads and warms up the model before the clock starts
-    pipeline.wait()
-    summary = pipeline.summary()
-    pipe_wall = summary["duration_s"]  # first frame taken → last verdict published
-    lat = summary["latency_ms"]
+            # pipeline: lossless, in-memory source of the same raw frames, null publisher
+            settings = Settings(
+                model={"dir": str(model_dir), "backend": backend, "intra_op_threads": threads},
+                pipeline={"mode": "lossless", "queue_size": queue_size, "warmup_runs": warmup,
+                          "stats_interval_s": 3600},
+                control={"enabled": False},
+            )
+            publisher = NullPublisher()
+            pipeline = Pipeline(MemorySource(images, n), open_backend(model_dir, backend, manifest=manifest,
+                                                                      threads=threads), publisher, settings)
+            pipeline.start()  # loads and warms up the model before the clock starts
+            pipeline.wait()
+            summary = pipeline.summary()
+            pipe_wall += summary["duration_s"]  # first frame taken → last verdict published
+            infer_ms += [lat["infer"] for lat in publisher.latencies if "infer" in lat]
+            total_ms += [lat["total"] for lat in publisher.latencies if "total" in lat]
+            for k, v in summary["counters"].items():
+                counters[k] = counters.get(k, 0) + v
     mem = rss_mib()
+    m50, m99 = _percentiles(model_ms)
+    i50, i99 = _percentiles(infer_ms)
+    t50, t99 = _percentiles(total_ms)
     return BenchResult(
-        frames=frames,
-        model_fps=frames / model_wall,
-        model_p50_ms=float(np.percentile(model_ms, 50)),
-        model_p99_ms=float(np.percentile(model_ms, 99)),
-        pipeline_fps=summary["counters"]["verdicts_out"] / pipe_wall,
-        pipeline_infer_p50_ms=lat.get("infer", {}).get("median", 0.0),
-        pipeline_infer_p99_ms=lat.get("infer", {}).get("p99", 0.0),
-        pipeline_total_p50_ms=lat.get("total", {}).get("median", 0.0),
-        pipeline_total_p99_ms=lat.get("total", {}).get("p99", 0.0),
-        rss_mib=mem["rss_mib"],
-        peak_rss_mib=mem["peak_rss_mib"],
-        backend=backend_name,
-        model_id=manifest.model_id,
-        input_hw=(spec.height, spec.width),
-        image_hw=hw,
-        counters=summary["counters"],
+        frames=frames, model_fps=frames / model_wall, model_p50_ms=m50, model_p99_ms=m99,
+        pipeline_fps=counters.get("verdicts_out", 0) / pipe_wall if pipe_wall else 0.0,
+        pipeline_infer_p50_ms=i50, pipeline_infer_p99_ms=i99, pipeline_total_p50_ms=t50, pipeline_total_p99_ms=t99,
+        rss_mib=mem["rss_mib"], peak_rss_mib=mem["peak_rss_mib"], backend=backend_name, model_id=manifest.model_id,
+        input_hw=(spec.height, spec.width), image_hw=hw, counters=counters, rounds=rounds,
     )

@@ -34,7 +34,7 @@ from pathlib import Path
 from ..backends.base import Backend
 from ..camera.base import EndOfStream, FrameSource
 from ..decision import Thresholds, decide, unknown_verdict
-from ..errors import CameraError, ModelError
+from ..errors import CameraError, ConfigError, DependencyError, ModelError
 from ..health.stats import PeriodicReporter, PipelineStats
 from ..manifest import Manifest
 from ..preprocess import preprocess
@@ -44,8 +44,10 @@ from .stages import END, BackendFactory, InflightGuard, Job, LoadedModel, StageQ
 
 log = logging.getLogger(__name__)
 
+_ABANDONED = "pipeline stopped before this frame was judged (drain timeout)"
 _IDLE_TICK_S = 0.05  # how often idle stages wake to check timeouts, swaps and heartbeats
-_WATCHDOG_EVERY_S = 1.0
+_ABANDON_S = 3.0  # after a drain timeout: how long the publish thread collects the remaining frames
+_WATCHDOG_EVERY_S = 0.25  # the notifier throttles further to its interval
 
 
 class _NullNotifier:
@@ -90,6 +92,7 @@ class Pipeline:
         self.stats = PipelineStats()
 
         self._stop = threading.Event()
+        self._abandon = threading.Event()  # stop() gave up waiting: judge nothing more, answer "unknown"
         self._done = threading.Event()
         self._first_frame = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -148,8 +151,9 @@ class Pipeline:
         """Stop capture; frames already taken are still judged and published, then all is closed.
 
         Safe to call from a signal handler with ``wait=False``. Returns True once fully drained
-        (False when ``wait`` is False or the drain took longer than ``timeout``, default
-        pipeline.drain_timeout_s).
+        (False when ``wait`` is False). When the drain takes longer than ``timeout`` (default
+        pipeline.drain_timeout_s), e.g. behind a hung backend, the frames still waiting are published
+        as "unknown" so each taken frame still gets its verdict; False only if even that fails.
         """
         if not self._stop.is_set():
             log.info("stopping: capture ends, frames already taken are still judged")
@@ -163,7 +167,12 @@ class Pipeline:
             return True
         if not wait:
             return self._done.is_set()
-        return self.wait(timeout if timeout is not None else self.settings.pipeline.drain_timeout_s)
+        if self.wait(timeout if timeout is not None else self.settings.pipeline.drain_timeout_s):
+            return True
+        log.error("drain timed out (inference hung for %.1f s); frames not judged yet become 'unknown'",
+                  self._guard.busy_for())
+        self._abandon.set()
+        return self.wait(_ABANDON_S + 2.0)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the pipeline has drained and closed (True) or ``timeout`` s passed (False)."""
@@ -171,7 +180,8 @@ class Pipeline:
 
     @property
     def fatal_error(self) -> BaseException | None:
-        """The unexpected exception that killed a stage thread, if any (the pipeline then stops)."""
+        """Why the pipeline stopped on its own: a camera that cannot work (ConfigError, DependencyError
+        at open) or an unexpected exception that killed a stage thread; None otherwise."""
         return self._fatal
 
     def _guarded(self, name: str, target) -> None:
@@ -205,6 +215,10 @@ class Pipeline:
                 if not opened:
                     try:
                         self.source.open()
+                    except (ConfigError, DependencyError) as exc:  # retrying cannot fix these
+                        log.error("camera %s cannot be opened: %s", self.source.camera_id, exc)
+                        self._fatal = exc
+                        break
                     except Exception as exc:  # CameraError, or anything a driver throws
                         self._camera_fault("open", exc)
                         failed_before = True
@@ -212,7 +226,6 @@ class Pipeline:
                         backoff = min(backoff * 2, cam.reconnect_max_s)
                         continue
                     opened = True
-                    backoff = cam.reconnect_initial_s
                     if failed_before:
                         self.stats.incr("reconnects")
                         log.info("camera %s reconnected", self.source.camera_id)
@@ -232,6 +245,7 @@ class Pipeline:
                     continue
                 if frame is None:  # read timeout: no frame yet (e.g. waiting for a trigger)
                     continue
+                backoff = cam.reconnect_initial_s  # reset only by a frame: a flapping link keeps backing off
                 self._take(frame)
                 taken += 1
                 if max_frames is not None and taken >= max_frames:
@@ -239,7 +253,9 @@ class Pipeline:
                     break
         finally:
             self._capture_alive = math.inf  # finished on purpose: not a stall
-            if self._state in ("starting", "running"):
+            if self._fatal is not None:
+                self._state = "failed"
+            elif self._state in ("starting", "running"):
                 self._state = "draining"
             self._q_pre.put(END)
             self._close_source()
@@ -329,6 +345,8 @@ class Pipeline:
                 self._swap_if_pending()
                 self._q_pub.put(END)
                 return
+            if self._abandon.is_set():
+                job.error = job.error or _ABANDONED
             if job.error is None:
                 model = self._model
                 if job.model is not model:  # preprocessed for a model swapped out meanwhile
@@ -390,6 +408,9 @@ class Pipeline:
                     break
                 if job is not None:
                     self._finish(job)
+                if self._abandon.is_set():
+                    self._answer_abandoned()
+                    break
                 expired = self._guard.expire(p.infer_timeout_s)
                 if expired is not None:
                     self._finish_timed_out(expired)
@@ -405,6 +426,49 @@ class Pipeline:
             self._report_stats()
             self._close_all()
             self._done.set()
+
+    def _answer_abandoned(self) -> None:
+        """After a drain timeout: every frame still in the pipeline gets an "unknown" verdict.
+
+        The inference thread is (presumably) stuck in a backend call: claim its frame, then take what
+        waits in front of it; the preprocess thread keeps forwarding until the end marker arrives.
+        """
+        deadline = time.monotonic() + _ABANDON_S
+        end_seen = False
+        while time.monotonic() < deadline:
+            stuck = self._guard.expire(0.0)
+            if stuck is not None:
+                stuck.error = _ABANDONED
+                self._finish(stuck)
+            try:
+                job = self._q_pub.get_nowait()
+            except queue.Empty:
+                job = None
+            if job is END:
+                return
+            if job is not None:
+                self._finish(job)
+                continue
+            if not end_seen:
+                try:
+                    job = self._q_infer.get(timeout=_IDLE_TICK_S)
+                except queue.Empty:
+                    continue
+                if job is END:
+                    end_seen = True
+                else:
+                    job.error = _ABANDONED
+                    self._finish(job)
+            elif self._unanswered() == 0:
+                return  # capture has ended and every frame it took is answered
+            else:
+                time.sleep(_IDLE_TICK_S)
+        log.error("%d frame(s) left without a verdict", self._unanswered())
+
+    def _unanswered(self) -> int:
+        """Frames taken but neither published nor dropped yet."""
+        c = self.stats.snapshot()["counters"]
+        return c["frames_in"] - c["verdicts_out"] - c["dropped_queue"]
 
     def _finish(self, job: Job) -> None:
         model = job.model or self._model
@@ -487,6 +551,9 @@ class Pipeline:
             "camera": {"id": self.source.camera_id, "state": self._camera_state, "error": self._camera_error},
             "fps": snap["fps"],
             "mean_fps": snap["mean_fps"],
+            # heartbeat summary figures (protocol.messages checks these keys' types)
+            "drops": snap["counters"]["dropped_queue"] + snap["counters"]["dropped_gap"],
+            "errors": snap["counters"]["errors"],
             "latency_ms": snap["latency_ms"],
             "counters": snap["counters"],
             "queues": {"preprocess": self._q_pre.qsize(), "inference": self._q_infer.qsize(),
@@ -495,6 +562,12 @@ class Pipeline:
             "heatmap": self.settings.pipeline.heatmap,
             "uptime_s": round(time.monotonic() - self._t_started, 3) if self._t_started else 0.0,
         }
+        source_status = getattr(self.source, "status", None)
+        if callable(source_status):  # a camera wrapper's own figures (reconnects, stale frames, ...)
+            try:
+                out["camera"]["source"] = source_status()
+            except Exception:
+                log.debug("source.status() failed", exc_info=True)
         if model is not None:
             out.update(model.describe())
         return out
@@ -579,12 +652,11 @@ class Pipeline:
         out = {
             "state": self._state,
             "mode": self.mode,
-            "duration_s": round(duration, 3),
+            "duration_s": round(duration, 6),
             "fps": snap["mean_fps"],
             "counters": snap["counters"],
             "latency_ms": snap["latency_ms"],
-            "in_flight": self.stats.get("frames_in") - self.stats.get("verdicts_out")
-            - self.stats.get("dropped_queue"),
+            "in_flight": self._unanswered(),
         }
         if self._model is not None:
             out.update(self._model.describe())

@@ -149,6 +149,9 @@ class StageQueue:
         """The next item; raises queue.Empty after ``timeout`` seconds (None: wait forever)."""
         return self._q.get(timeout=timeout)
 
+    def get_nowait(self):
+        return self._q.get_nowait()
+
     def qsize(self) -> int:
         return self._q.qsize()
 

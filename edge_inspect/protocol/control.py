@@ -23,6 +23,7 @@ import zmq
 
 from ..errors import EdgeInspectError, ProtocolError
 from .messages import (
+    CONTROL_COMMANDS,
     MAX_CONTROL_BYTES,
     ControlReply,
     ControlRequest,
@@ -120,8 +121,11 @@ class ControlServer:
         self.requests += 1
         cmd, req_id = None, None
         try:
-            try:
-                req_id = request_id(decode_json_object(raw, "request", MAX_CONTROL_BYTES))
+            try:  # for the error reply: echo id and cmd even when the rest of the request is refused
+                obj = decode_json_object(raw, "request", MAX_CONTROL_BYTES)
+                req_id = request_id(obj)
+                name = obj.get("cmd")
+                cmd = name if isinstance(name, str) and name in CONTROL_COMMANDS else None
             except ProtocolError:
                 pass
             request = ControlRequest.from_frames([raw])

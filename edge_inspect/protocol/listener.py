@@ -211,8 +211,10 @@ class VerdictListener:
         return events
 
     def _fetch(self, key: tuple[str, str], state: _CameraState, first: int, last: int) -> list[VerdictMsg]:
-        since = -1 if state.last_seq is None else state.last_seq
-        result = self._control.request("last", timeout_s=self._control_timeout_s, since_seq=since, n=last - first + 1)
+        # Everything after the last frame we hold (or the whole history if we hold none this boot), then
+        # filter by msg_seq: asking for exactly n would return the wrong ones after an unrecovered gap.
+        args = {} if state.last_seq is None else {"since_seq": state.last_seq}
+        result = self._control.request("last", timeout_s=self._control_timeout_s, **args)
         if not isinstance(result, dict) or not isinstance(result.get("verdicts"), list):
             raise ProtocolError("control last: reply has no 'verdicts' list")
         if result.get("boot_id") != state.boot_id:

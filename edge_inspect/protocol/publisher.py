@@ -191,7 +191,7 @@ class VerdictPublisher:
                     break
                 if item is not None:
                     try:
-                        frames = item.to_frames()
+                        frames = item.to_frames(validate=False)  # validated in publish()
                     except ProtocolError as exc:  # cannot happen for messages built by from_verdict
                         log.error("publisher: dropped unencodable verdict msg_seq %d: %s", item.msg_seq, exc)
                         frames = None

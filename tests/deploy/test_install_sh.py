@@ -89,6 +89,9 @@ def test_install_into_root_is_complete_and_idempotent(root, tiny_model_dir):
     secret = etc / "edge-inspect/curve/server.key_secret"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and b"secret-key" in secret.read_bytes()
     assert (etc / "edge-inspect/curve/server.key").exists()
+    # The service user must reach allowed_clients_dir (public keys) below the curve folder.
+    for folder in ("edge-inspect", "edge-inspect/curve", "edge-inspect/curve/clients"):
+        assert (etc / folder).stat().st_mode & 0o005 == 0o005, folder
     model = root / "var/lib/edge-inspect/model"
     assert (model / "manifest.json").read_bytes() == (tiny_model_dir / "manifest.json").read_bytes()
     assert model.stat().st_uid == int(passwd["edge-inspect"][2])

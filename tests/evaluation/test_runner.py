@@ -199,3 +199,14 @@ def test_cli_bad_category_is_one_line_error(tiny_model_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == 1
     assert "error:" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_report_without_matplotlib_fails_before_scoring(tiny_model_dir, category, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(DependencyError, match="no-report"):
+        evaluate(tiny_model_dir, category, "widget", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    m = evaluate(tiny_model_dir, category, "widget", tmp_path / "out", progress=False, report=False)
+    assert m["image_auroc"] == 1.0 and m["report"] is None

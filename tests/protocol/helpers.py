@@ -11,6 +11,12 @@ from edge_inspect.protocol.settings import ControlSettings, PublisherSettings, S
 from edge_inspect.verdict import Region, Verdict
 
 LOOPBACK = "tcp://127.0.0.1:*"
+FIGURES: list[str] = []  # measured figures, printed in pytest's terminal summary by conftest.py
+
+
+def report(line: str) -> None:
+    FIGURES.append(line)
+    print(f"\n{line}")
 
 
 def pub_settings(**kw) -> PublisherSettings:

@@ -158,3 +158,18 @@ def test_history_keeps_the_last_n_without_heatmaps():
         assert [m.seq for m in pub.last(since_seq=5)] == [6, 7]
         assert [m.seq for m in pub.last(n=2)] == [6, 7]
         assert VerdictMsg.from_body(kept[0].body()).seq == 3
+
+
+def test_gap_after_joining_through_a_heartbeat_is_recovered_from_the_whole_history():
+    # First contact is a heartbeat (no frame seq known yet), then messages are lost: resync must still find them.
+    with VerdictPublisher(pub_settings(), no_curve()) as pub, ControlServer(ctl_settings(), no_curve(), None, pub) as ctl:
+        frames = _frames(pub, 6)
+        time.sleep(0.2)
+        with VerdictListener("tcp://127.0.0.1:9", control=ctl.endpoint) as listener:
+            hb = pub._heartbeat_msg()
+            hb.last_msg_seq = 2  # as if it had been sent after message 2
+            listener.handle_frames(hb.to_frames())
+            events = listener.handle_frames(frames[5])  # 3 and 4 lost
+    assert [(e.kind, e.msg.msg_seq if e.msg else None) for e in events] == [
+        ("gap", None), ("verdict", 3), ("verdict", 4), ("verdict", 5)]
+    assert listener.stats.unrecovered == 0

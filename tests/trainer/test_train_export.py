@@ -84,3 +84,15 @@ def test_resume_is_a_no_op_when_finished_and_config_change_is_refused(trained):
     other = make_config("edge", {**{k: v for k, v in cfg.to_dict().items() if k not in ("model", "profile")}, "epochs1": 3})
     with pytest.raises(ConfigError, match="different config"):
         train(other, root, "widget", run, progress=False)
+
+
+def test_eval_torch_backend_agrees_with_onnxruntime(trained, tmp_path):
+    from edge_inspect.evaluation.runner import evaluate
+
+    root, _, _, model_dir = trained
+    ort = evaluate(model_dir, root, "widget", tmp_path / "ort", backend="onnxruntime", progress=False, report=False)
+    pt = evaluate(model_dir, root, "widget", tmp_path / "pt", backend="torch", progress=False, report=False)
+    assert ort["image_auroc"] == pytest.approx(pt["image_auroc"], abs=1e-6)
+    ort_scores = [json.loads(line)["score"] for line in (tmp_path / "ort" / "predictions.jsonl").read_text().splitlines()]
+    pt_scores = [json.loads(line)["score"] for line in (tmp_path / "pt" / "predictions.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose(ort_scores, pt_scores, rtol=SCORE_RTOL)
