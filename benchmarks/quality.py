@@ -116,7 +116,7 @@ def main(argv=None) -> int:
               "n_test": int(len(labels)), "n_defect": int(labels.sum()), "ablation": rows}
     (out / "quality.json").write_text(json.dumps(result, indent=1))
     print(f"\n{args.category}: {len(labels)} test images ({int(labels.sum())} defective); "
-          f"training {'%.0f s' % train_s if train_s else 'reused'}; ORT latency median {np.median(latency):.1f} ms/image")
+          f"training {f'{train_s:.0f} s' if train_s else 'reused'}; ORT latency median {np.median(latency):.1f} ms/image")
     print(f"{'variant':<34} {'image AUROC':>11} {'pixel AUROC':>11} {'AUPRO@30%':>10}")
     names = {"stpm": "STPM pair only", "pairs": "both student-teacher pairs", "rstpm": "full RSTPM (+ discriminator)"}
     for v, r in rows.items():

@@ -11,7 +11,12 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from .camera.settings import CameraSettings
 from .errors import ConfigError
@@ -19,6 +24,12 @@ from .pipeline.settings import ModelSettings, PipelineSettings
 from .protocol.settings import ControlSettings, PublisherSettings, SecuritySettings
 
 DEFAULT_CONFIG = Path("/etc/edge-inspect/config.toml")
+
+# A misspelt key in any section is an error, not silently ignored; enforced here for every section
+# so the section modules (owned by their packages) cannot forget it.
+for _section in (CameraSettings, ModelSettings, PipelineSettings, PublisherSettings, ControlSettings, SecuritySettings):
+    _section.model_config["extra"] = "forbid"
+    _section.model_rebuild(force=True)
 
 
 class Settings(BaseSettings):

@@ -21,7 +21,7 @@ log=$(mktemp -d)
   > "$log/verdicts.txt" 2> "$log/listen.err" &
 listener=$!
 sleep 1
-EDGE_INSPECT_CONTROL__BIND="tcp://127.0.0.1:$ctl" "$ei" run --camera "synthetic://?fps=15&defect_rate=0.3&seed=7" --model "$model" --mode lossless \
+EDGE_INSPECT_CONTROL__BIND="tcp://127.0.0.1:$ctl" "$ei" run --camera "synthetic://?fps=${DEMO_FPS:-8}&defect_rate=0.3&seed=7" --model "$model" --mode lossless \
   --bind "tcp://127.0.0.1:$pub" --max-frames "$frames" 2> "$log/run.err" || {
   echo "edge-inspect run failed:"; tail -5 "$log/run.err"; kill "$listener" 2>/dev/null; exit 1; }
 wait "$listener" || true

@@ -19,7 +19,15 @@ from torch import nn
 from edge_inspect import __version__
 from edge_inspect.data.mvtec import load_image
 from edge_inspect.errors import DataError, ModelError
-from edge_inspect.manifest import GraphSpec, Manifest, Provenance, TensorSpec, save_manifest, sha256_file, utc_now
+from edge_inspect.manifest import (
+    GraphSpec,
+    Manifest,
+    Provenance,
+    TensorSpec,
+    save_manifest,
+    sha256_file,
+    utc_now,
+)
 
 from .flops import count_macs, count_params
 from .model import RSTPM

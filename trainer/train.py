@@ -200,9 +200,10 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
 
         gen = PseudoAnomalyGenerator(cfg.textures_dir, clean_fraction=cfg.clean_fraction, seed=cfg.seed + 1)
         maps, targets = _anomaly_pool(model, rgb, gen, spec, device, int(len(rgb) * cfg.pool_factor), cfg.batch_size2, rng, show)
-        disc = model.head
+        head = model.head
+        disc = torch.nn.parallel.DistributedDataParallel(head.disc) if world > 1 else head.disc
         for _ in range(state["epoch"], cfg.epochs2):
-            disc.train()
+            head.train()
             order = rng.permutation(len(maps))[rank::world]
             losses = []
             for i in range(0, len(order), cfg.batch_size2):
@@ -215,7 +216,7 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
                     m, y = m.flip(-1), y.flip(-1)
                 if flip[1]:
                     m, y = m.flip(-2), y.flip(-2)
-                loss = focal_loss(disc.disc_logit(m), y, cfg.focal_gamma)
+                loss = focal_loss(disc((m - head.map_mean) / head.map_std), y, cfg.focal_gamma)
                 opt2.zero_grad(set_to_none=True)
                 loss.backward()
                 opt2.step()

@@ -56,15 +56,12 @@ def load_aravis():
 
 
 def aravis_version() -> str | None:
-    """"0.8.26"-style version of the Aravis library, or None when it cannot be loaded."""
+    """The Aravis API version the introspection data provides ("0.8"), or None when unavailable."""
     try:
         Aravis, _, _ = load_aravis()
     except DependencyError:
         return None
-    try:
-        return f"{Aravis.get_major_version()}.{Aravis.get_minor_version()}.{Aravis.get_micro_version()}"
-    except AttributeError:
-        return getattr(Aravis, "_version", "0.8")
+    return str(getattr(Aravis, "_version", "0.8"))
 
 
 def resolve_ipv4(host: str) -> str:

@@ -104,6 +104,7 @@ class OpenCVSource(FrameSource):
         self._pending = PendingTriggers()
         self._cond = threading.Condition()
         self._latest: Frame | None = None
+        self._latest_seq = -1  # kept apart from Frame.seq, which consumers may rewrite
         self._error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -128,8 +129,9 @@ class OpenCVSource(FrameSource):
             if not caps["gstreamer"]:
                 raise DependencyError(
                     f"camera URI '{parsed.safe}': csi:// needs OpenCV built with GStreamer (JetPack's system OpenCV); "
-                    f"this OpenCV {caps['version']} has none (a pip opencv-python wheel shadows the system one: "
-                    "pip uninstall opencv-python opencv-python-headless)")
+                    f"this OpenCV {caps['version']} has none"
+                    + (" (a pip opencv-python wheel shadows the system one: pip uninstall opencv-python "
+                       "opencv-python-headless)" if is_jetson() else " (csi:// works on a Jetson only)"))
             pipeline = csi_pipeline(int(parsed.location), width or 1920, height or 1080, fps or 30.0,
                                     int(q.get("flip", 0)))
             return cls(pipeline, cv2.CAP_GSTREAMER, backend_label="GStreamer nvarguscamerasrc", **common)
@@ -178,7 +180,7 @@ class OpenCVSource(FrameSource):
             self.close()
         self._stop = threading.Event()
         self._latest, self._error, self._count = None, None, 0
-        self._delivered_seq = -1
+        self._latest_seq = self._delivered_seq = -1
         opened = threading.Event()
         result: dict = {}
         self._thread = threading.Thread(target=self._grab_loop, args=(self._stop, opened, result),
@@ -218,10 +220,10 @@ class OpenCVSource(FrameSource):
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                frame = self._latest
-                if frame is not None and frame.seq > self._delivered_seq:
+                frame, seq = self._latest, self._latest_seq
+                if frame is not None and seq > self._delivered_seq:
+                    self._delivered_seq = seq  # delivered now, or discarded (captured before any trigger)
                     if self.trigger_mode == "free":
-                        self._delivered_seq = frame.seq
                         return frame
                     picked = self._match_trigger(frame)
                     if picked is not None:
@@ -235,7 +237,6 @@ class OpenCVSource(FrameSource):
 
     def _match_trigger(self, frame: Frame) -> Frame | None:
         """Emulated software trigger: the first frame captured after the oldest waiting trigger."""
-        self._delivered_seq = frame.seq  # either delivered now or discarded (captured before any trigger)
         head = self._pending.peek()
         if head is None or frame.t_capture < head[1]:
             return None
@@ -302,8 +303,8 @@ class OpenCVSource(FrameSource):
                 frame = Frame(self.camera_id, self._count, t_capture, t_wall,
                               normalize_image(image, self.name), meta=meta)
                 with self._cond:
+                    self._latest, self._latest_seq = frame, self._count
                     self._count += 1
-                    self._latest = frame
                     self._cond.notify_all()
         except Exception as exc:  # a driver error must surface as CameraError in read(), not kill silently
             log.debug("%s: grabber failed", self.name, exc_info=True)

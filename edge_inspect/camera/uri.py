@@ -124,6 +124,9 @@ class ParsedURI:
         """The URI with any password masked, for messages and logs."""
         return redact(self.raw)
 
+    def __repr__(self) -> str:  # never print a camera password
+        return f"ParsedURI(scheme={self.scheme!r}, location={redact(self.location)!r}, query={self.query!r})"
+
 
 def redact(uri: str) -> str:
     """``rtsp://user:secret@host/x`` → ``rtsp://user:***@host/x``."""

@@ -120,6 +120,7 @@ class Pipeline:
         if self._state != "created":
             raise RuntimeError("a Pipeline can be started once")
         backend, self._initial_backend = self._initial_backend, None
+        self._state = "loading"  # a stop() from here on (e.g. SIGTERM) lets the threads drain at once
         m = self.settings.model
         try:
             self._model = load_model(backend.model_dir, self._backend_factory, m.image_threshold,
@@ -132,8 +133,8 @@ class Pipeline:
             raise
         self.stats = PipelineStats()
         self._t_started = time.monotonic()
-        self._state = "starting"
-        self.notifier.status(f"model {self._model.manifest.model_id} loaded; waiting for the first frame")
+        self._state = "stopping" if self._stop.is_set() else "starting"
+        self._notify("status", f"model {self._model.manifest.model_id} loaded; waiting for the first frame")
         for name, target in (("capture", self._capture_loop), ("preprocess", self._preprocess_loop),
                              ("inference", self._infer_loop), ("publish", self._publish_loop)):
             t = threading.Thread(target=self._guarded, args=(name, target), name=f"edge-inspect-{name}", daemon=True)
@@ -155,6 +156,8 @@ class Pipeline:
         pipeline.drain_timeout_s), e.g. behind a hung backend, the frames still waiting are published
         as "unknown" so each taken frame still gets its verdict; False only if even that fails.
         """
+        if self._done.is_set():
+            return True
         if not self._stop.is_set():
             log.info("stopping: capture ends, frames already taken are still judged")
             self._stop.set()

@@ -170,7 +170,7 @@ def test_ready_watchdog_status_then_watchdog_stops_when_inference_hangs(tmp_path
         "EDGE_INSPECT_CONTROL__BIND": f"tcp://127.0.0.1:{control_port}",
     }
     log_path = tmp_path / "run.log"
-    cmd = [sys.executable, "-m", "edge_inspect", "-v", "run", "--camera", "synthetic://?fps=20",
+    cmd = [sys.executable, "-m", "edge_inspect", "-v", "run", "--camera", "synthetic://?fps=20&size=64",
            "--model", str(tiny_model_dir), "--bind", f"tcp://127.0.0.1:{pub_port}"]
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)

@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 skdata = pytest.importorskip("skimage.data")
 
-from trainer.backbones import build_backbone, imagenet_classifier, resolve_resnet_weights  # noqa: E402
 from edge_inspect.errors import ModelError  # noqa: E402
+from trainer.backbones import build_backbone, imagenet_classifier, resolve_resnet_weights  # noqa: E402
 
 EGYPTIAN_CAT, ESPRESSO = 285, 967
 
@@ -47,7 +47,7 @@ def test_feature_taps_at_strides_4_8_16_32(name, channels):
     with torch.no_grad():
         feats = net(torch.zeros(1, 3, 128, 96))
     assert net.channels == channels
-    assert [tuple(f.shape[1:]) for f in feats] == [(c, 128 // s, 96 // s) for c, s in zip(channels, (4, 8, 16, 32))]
+    assert [tuple(f.shape[1:]) for f in feats] == [(c, 128 // s, 96 // s) for c, s in zip(channels, (4, 8, 16, 32), strict=True)]
 
 
 def test_resnet_weights_missing_is_a_clear_error(tmp_path, monkeypatch):
