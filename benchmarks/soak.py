@@ -350,7 +350,7 @@ def main(argv=None) -> int:
           f"invalid {r['invalid_messages']}, heartbeats {r['heartbeats']}, states {r['states']}")
     rss = r["rss_kib"]
     print(f"  RSS KiB: first sample {rss['first']}, after warm-up {rss['start']}, end {rss['end']}, max {rss['max']}")
-    print(f"  latency per window (capture→decision ms; e2e = capture→subscriber):")
+    print("  latency per window (capture→decision ms; e2e = capture→subscriber):")
     for w in r["latency_windows"]:
         print(f"    frames {w['frames']:>12}: p50 {w['p50_ms']:7.2f}  p99 {w['p99_ms']:7.2f}  e2e p99 {w['e2e_p99_ms']}")
     print(f"  p99 max/min over windows: {r['p99_spread']}; traceback in stderr: {r['has_traceback']}")

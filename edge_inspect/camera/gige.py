@@ -84,6 +84,16 @@ def local_address_for(ip: str) -> str:
         return s.getsockname()[0]
 
 
+def _release(objects: list, stop: bool, name: str) -> None:
+    """Stop acquisition and free [camera, stream, device]: may block for seconds on a dead camera."""
+    if stop:
+        try:
+            objects[0].stop_acquisition()
+        except Exception:  # noqa: BLE001 - the camera may already be gone
+            log.debug("%s: stop_acquisition failed", name, exc_info=True)
+    objects.clear()  # the last references: the stream and device are finalised here, not in the caller
+
+
 class GigESource(FrameSource):
     """A GigE Vision camera by IP. trigger: "free" (latest frame wins), "software" (``trigger(part_id)``
     → TriggerSoftware, one frame each, carrying the part id) or "hardware" (TriggerSource=``line``; a
@@ -116,7 +126,10 @@ class GigESource(FrameSource):
         self._format = "Mono8"
         self._last_fid: int | None = None
         self._seq = 0
-        self._trigger_lock = threading.Lock()
+        self._trigger_lock = threading.RLock()
+        self._outstanding: tuple[str | None, float, float] | None = None  # (part id, mono, wall) fired
+        self.trigger_timeout_s = max(1.0, open_timeout_s / 2)
+        self.unexpected_frames = 0  # frames in software mode that no trigger asked for
 
     # ---- open / close ----------------------------------------------------------------------------
 
@@ -145,7 +158,8 @@ class GigESource(FrameSource):
             cam.start_acquisition()
         except GLib.Error as exc:
             self.close()
-            raise CameraError(f"{self.name}: configuring the camera failed: {exc.message}") from exc
+            hint = " (is another application controlling this camera?)" if "write" in exc.message else ""
+            raise CameraError(f"{self.name}: configuring the camera failed: {exc.message}{hint}") from exc
         except BaseException:
             self.close()
             raise
@@ -202,16 +216,21 @@ class GigESource(FrameSource):
         self._lost.set()
 
     def close(self) -> None:
-        cam, dev, sig = self._cam, self._dev, self._signal_id
+        cam, dev, stream, sig = self._cam, self._dev, self._stream, self._signal_id
         self._cam = self._dev = self._stream = self._signal_id = None
-        if cam is not None and not self._lost.is_set():
-            try:
-                cam.stop_acquisition()
-            except Exception:  # noqa: BLE001 - the camera may already be gone
-                log.debug("%s: stop_acquisition failed", self.name, exc_info=True)
         if dev is not None and sig is not None:
             dev.disconnect(sig)
-        dropped = self._pending.clear()
+        if cam is not None:
+            # On a dead camera every register access (AcquisitionStop, and the stream channel reset
+            # when the stream is freed) times out after seconds. A helper thread does the stop and
+            # drops the last references, so the caller can report the fault and reconnect at once.
+            stopper = threading.Thread(target=_release, args=([cam, stream, dev], not self._lost.is_set(), self.name),
+                                       daemon=True, name=f"gige-close-{self.camera_id}")
+            del cam, dev, stream
+            stopper.start()
+            stopper.join(0.5)
+        dropped = self._pending.clear() + (self._outstanding is not None)
+        self._outstanding = None
         if dropped:
             self.lost_triggers += dropped
             log.warning("%s: %d triggered part(s) got no frame before the camera closed", self.name, dropped)
@@ -224,25 +243,53 @@ class GigESource(FrameSource):
     # ---- trigger / read --------------------------------------------------------------------------
 
     def trigger(self, part_id: str | None = None) -> None:
+        """Queue a part. Software mode fires TriggerSoftware now, or as soon as the previous trigger's
+        frame has arrived: cameras ignore a trigger while still exposing or reading out the last
+        one, and a silently ignored trigger would shift every later part id onto the wrong frame."""
         if self.trigger_mode == "free":
             raise CameraError(f"{self.name} runs free; set trigger=software (or hardware) to trigger parts")
-        cam = self._cam
-        if cam is None:
+        if self._cam is None:
             raise CameraError(f"{self.name} is not open; trigger for part {part_id} not executed")
         try:
             self._pending.push(part_id)
         except OverflowError as exc:
             raise CameraError(f"{self.name}: {exc}; trigger for part {part_id} refused") from exc
-        if self.trigger_mode == "hardware":
-            return  # the part id waits for the frame the trigger line will start
+        if self.trigger_mode == "software":
+            self._fire_next(raise_errors=True)
+        # hardware: the part id waits for the frame the trigger line starts (FIFO, best effort)
+
+    def _fire_next(self, raise_errors: bool) -> None:
+        """Execute TriggerSoftware for the oldest waiting part if no trigger is outstanding."""
         from gi.repository import GLib
 
         with self._trigger_lock:
+            if self._outstanding is not None or self._cam is None:
+                return
+            item = self._pending.pop()
+            if item is None:
+                return
+            fired_wall = time.time()
             try:
-                cam.software_trigger()
+                self._cam.software_trigger()
             except GLib.Error as exc:
-                self._pending.discard_newest()
-                raise CameraError(f"{self.name}: software trigger failed: {exc.message}") from exc
+                self.lost_triggers += 1
+                msg = f"{self.name}: software trigger for part {item[0]} failed: {exc.message}"
+                if raise_errors:
+                    raise CameraError(msg) from exc
+                log.warning("%s", msg)
+                return
+            self._outstanding = (item[0], time.monotonic(), fired_wall)
+
+    def _expire_outstanding(self) -> None:
+        """A trigger whose frame never came (camera ignored it): report the part, go on with the next."""
+        out = self._outstanding
+        if out is not None and time.monotonic() - out[1] > self.trigger_timeout_s:
+            with self._trigger_lock:
+                self._outstanding = None
+            self.lost_triggers += 1
+            log.warning("%s: no frame %.1f s after the trigger for part %s; that part has no image",
+                        self.name, self.trigger_timeout_s, out[0])
+            self._fire_next(raise_errors=False)
 
     def read(self, timeout: float = 1.0) -> Frame | None:
         stream = self._stream
@@ -252,10 +299,14 @@ class GigESource(FrameSource):
         while True:
             if self._lost.is_set():
                 raise CameraError(f"{self.name}: control lost (camera unplugged, rebooted or network down)")
+            if self.trigger_mode == "software":
+                self._expire_outstanding()
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            buf = stream.timeout_pop_buffer(max(1, int(left * 1e6)))
+            # Short pops in software mode so an expired trigger is noticed while waiting.
+            wait = min(left, 0.1) if self.trigger_mode == "software" and self._outstanding else left
+            buf = stream.timeout_pop_buffer(max(1, int(wait * 1e6)))
             if buf is None:
                 continue
             if self.trigger_mode == "free":  # latest wins: older complete frames go back unread (gaps)
@@ -279,15 +330,28 @@ class GigESource(FrameSource):
         now_wall, now_mono = time.time(), time.monotonic()
         t_wall = buf.get_system_timestamp() / 1e9 or now_wall
         t_capture = now_mono - max(0.0, now_wall - t_wall)
-        image = self._convert(buf.get_data(), buf.get_image_width(), buf.get_image_height())
         fid = buf.get_frame_id()
-        self._advance_seq(fid)
         part_id = None
-        if self.trigger_mode != "free":
+        if self.trigger_mode == "software":
+            out = self._outstanding
+            if out is None or t_wall < out[2]:  # not ours: before the current trigger, or untriggered
+                self.unexpected_frames += 1
+                log.debug("%s: frame %d arrived with no trigger outstanding; discarded", self.name, fid)
+                self._last_fid = fid  # not a drop in triggered mode
+                return None
+            part_id = out[0]
+        elif self.trigger_mode == "hardware":
             item = self._pending.pop()
             part_id = item[0] if item else None
-        return Frame(self.camera_id, self._seq, t_capture, t_wall, image, part_id=part_id,
-                     meta={"frame_id": fid, "source_ts": buf.get_timestamp(), "source": "aravis"})
+        image = self._convert(buf.get_data(), buf.get_image_width(), buf.get_image_height())
+        self._advance_seq(fid)
+        frame = Frame(self.camera_id, self._seq, t_capture, t_wall, image, part_id=part_id,
+                      meta={"frame_id": fid, "source_ts": buf.get_timestamp(), "source": "aravis"})
+        if self.trigger_mode == "software":
+            with self._trigger_lock:
+                self._outstanding = None
+            self._fire_next(raise_errors=False)
+        return frame
 
     def _advance_seq(self, fid: int) -> None:
         """seq += frame-id distance; GigE Vision 1.x ids are 16-bit and wrap 65535 → 1 (0 is unused)."""

@@ -46,6 +46,9 @@ class CameraCounters:
     lost_in_outages: int = 0  # sequence numbers skipped for frames missed while disconnected
 
 
+_RAW_COUNTERS = ("lost_triggers", "incomplete_buffers", "unexpected_frames")
+
+
 class ReconnectingSource(FrameSource):
     """See the module docstring. ``raw`` is an unopened FrameSource; settings: the camera section."""
 
@@ -87,9 +90,14 @@ class ReconnectingSource(FrameSource):
         bad = getattr(self.raw, "bad_files", None)
         if bad is not None:
             self.counters.bad_frames = int(bad)
-        return {"camera_id": self.camera_id, "state": self.state,
-                "since_s": round(time.monotonic() - self._state_since, 3), "last_error": self.last_error,
-                "seq_next": self._next_seq, **asdict(self.counters)}
+        out = {"camera_id": self.camera_id, "state": self.state,
+               "since_s": round(time.monotonic() - self._state_since, 3), "last_error": self.last_error,
+               "seq_next": self._next_seq, **asdict(self.counters)}
+        for name in _RAW_COUNTERS:  # what only some sources know (GigE trigger bookkeeping)
+            value = getattr(self.raw, name, None)
+            if value is not None:
+                out[name] = int(value)
+        return out
 
     def describe(self) -> dict:
         describe = getattr(self.raw, "describe", None)

@@ -148,8 +148,7 @@ def test_lost_camera_reconnects_and_the_sequence_continues_with_a_gap():
 
 
 def test_backoff_doubles_up_to_the_maximum():
-    raw = ScriptedCamera([("img", 1), "error"], fail_opens=100)
-    raw.fail_opens = 0
+    raw = ScriptedCamera([("img", 1), "error"])
     src = ReconnectingSource(raw, _settings(reconnect_initial_s=0.02, reconnect_max_s=0.08))
     src.open()
     src.read(0.1)

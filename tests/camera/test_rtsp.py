@@ -291,6 +291,29 @@ def test_rtsp_hung_server_is_detected_as_a_stall(server_factory):
     print(f"\nRTSP hung server: stall detected after {detect:.2f} s; recovered; status {src.status()}")
 
 
+def test_rtsp_software_trigger_takes_the_first_frame_after_each_trigger(server_factory):
+    from edge_inspect.camera.uri import open_source
+
+    server = server_factory("mjpeg")
+    src = open_source(_settings(server.url + "?trigger=software"))
+    src.open()
+    try:
+        assert src.read(0.5) is None  # the stream runs, but nothing is delivered untriggered
+        got = []
+        for i in range(3):
+            t_ms = int(time.time() * 1000) % (1 << 32)
+            src.trigger(f"P{i}")
+            f = src.read(2.0)
+            assert f is not None and f.part_id == f"P{i}"
+            got.append((f.seq, (read_stamp(f.image) - t_ms) % (1 << 32)))
+            assert src.read(0.1) is None
+    finally:
+        src.close()
+    assert [s for s, _ in got] == [0, 1, 2]  # triggered: one seq per part, no gaps
+    # Captured after the trigger: the server clock in the image is at most a frame older than it.
+    assert all(d < 1000 or d > (1 << 32) - 100 for _, d in got), got
+
+
 def test_check_command_reads_the_stream(server_factory, capsys):
     from edge_inspect.cli import main
 

@@ -16,6 +16,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -145,16 +146,8 @@ def _log_tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
-@pytest.mark.slow
-def test_ready_watchdog_status_then_watchdog_stops_when_inference_hangs(tmp_path, tiny_model_dir):
-    missing = _missing_runtime_parts()
-    if missing:
-        pytest.skip(f"the runtime is not complete yet: missing {', '.join(missing)}")
-    from edge_inspect.protocol.control import ControlClient
-
-    hanging = make_hanging_model(tiny_model_dir, tmp_path / "hanging-model")
-    collector = NotifyCollector(tmp_path / "notify.sock")
-    pub_port, control_port = _free_port(), _free_port()
+def _start_run(tmp_path: Path, collector: NotifyCollector, model_dir: Path, control_port: int) -> tuple[subprocess.Popen, Path]:
+    """``edge-inspect run`` on the synthetic camera (20 fps), as systemd would start it, plus its log file."""
     env = {
         **os.environ,
         "NOTIFY_SOCKET": str(collector.path),
@@ -171,9 +164,27 @@ def test_ready_watchdog_status_then_watchdog_stops_when_inference_hangs(tmp_path
     }
     log_path = tmp_path / "run.log"
     cmd = [sys.executable, "-m", "edge_inspect", "-v", "run", "--camera", "synthetic://?fps=20&size=64",
-           "--model", str(tiny_model_dir), "--bind", f"tcp://127.0.0.1:{pub_port}"]
+           "--model", str(model_dir), "--bind", f"tcp://127.0.0.1:{_free_port()}"]
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    return proc, log_path
+
+
+@pytest.fixture
+def runtime_complete():
+    missing = _missing_runtime_parts()
+    if missing:
+        pytest.skip(f"the runtime is not complete yet: missing {', '.join(missing)}")
+
+
+@pytest.mark.slow
+def test_ready_watchdog_status_then_watchdog_stops_when_inference_hangs(tmp_path, tiny_model_dir, runtime_complete):
+    from edge_inspect.protocol.control import ControlClient
+
+    hanging = make_hanging_model(tiny_model_dir, tmp_path / "hanging-model")
+    collector = NotifyCollector(tmp_path / "notify.sock")
+    control_port = _free_port()
+    proc, log_path = _start_run(tmp_path, collector, tiny_model_dir, control_port)
     try:
         t_ready = collector.wait_for("READY", "1", 30.0, proc)
         assert t_ready > 0, f"no READY=1 (exit {proc.poll()}):\n{_log_tail(log_path)}"
@@ -205,4 +216,21 @@ def test_ready_watchdog_status_then_watchdog_stops_when_inference_hangs(tmp_path
     finally:
         proc.kill()
         proc.wait(10)
+        collector.close()
+
+
+@pytest.mark.slow
+def test_sigterm_sends_stopping_and_exits_cleanly(tmp_path, tiny_model_dir, runtime_complete):
+    # systemctl stop: SIGTERM -> STOPPING=1, drain, exit 0 (Restart=on-failure then leaves it stopped).
+    collector = NotifyCollector(tmp_path / "notify.sock")
+    proc, log_path = _start_run(tmp_path, collector, tiny_model_dir, _free_port())
+    try:
+        assert collector.wait_for("READY", "1", 30.0, proc) > 0, _log_tail(log_path)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, _log_tail(log_path)
+        assert collector.times("STOPPING", "1"), _log_tail(log_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
         collector.close()

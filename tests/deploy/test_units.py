@@ -133,3 +133,17 @@ def test_credential_is_where_the_app_looks_for_the_secret_key():
     service = parse_unit(DEPLOY / "edge-inspect.service")["Service"]
     assert service["LoadCredential"] == ["curve-server.key_secret:/etc/edge-inspect/curve/server.key_secret"]
     assert load_settings(DEPLOY / "config.example.toml").security.server_secret_key is None
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_exec_start_arguments_are_accepted_by_the_cli(unit):
+    from edge_inspect.cli import build_parser
+
+    exec_start = parse_unit(DEPLOY / unit)["Service"]["ExecStart"][0]
+    argv = exec_start.replace("%S", "/var/lib").replace("$EDGE_INSPECT_BUILD_ARGS", "--precision fp32").split()[1:]
+    command = argv[0]
+    parser = build_parser()
+    if command not in parser._subparsers._group_actions[0].choices:  # noqa: SLF001 - argparse has no public API
+        pytest.skip(f"'edge-inspect {command}' is not in this build yet")
+    args = parser.parse_args(argv)
+    assert args.command == command and callable(args.func)
