@@ -33,7 +33,7 @@ class TrainConfig:
     epochs1: int = 30
     batch_size1: int = 16
     optimizer1: str = "adam"  # "sgd" is STPM's recipe (lr 0.4, momentum 0.9) for ResNet students
-    lr1: float = 1e-3
+    lr1: float = 3e-3  # Adam, cosine-decayed over stage 1
     weight_decay1: float = 1e-5
     # stage 2: discriminator on pseudo-anomalies; everything else frozen
     epochs2: int = 40

@@ -29,15 +29,37 @@ class Teacher(nn.Module):
         self.channels = self.net.channels if with_deepest else self.net.channels[:3]
         if not with_deepest:
             _trim_to_stride16(self.net)
+        # Per-channel standardisation of each tap, fitted on good training images. EfficientNet taps are
+        # linear bottleneck outputs with large channel offsets that otherwise dominate the cosine.
+        for i, c in enumerate(self.channels):
+            self.register_buffer(f"mean{i}", torch.zeros(1, c, 1, 1))
+            self.register_buffer(f"std{i}", torch.ones(1, c, 1, 1))
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         self.requires_grad_(False)
         self.eval()
+
+    @torch.no_grad()
+    def fit_standardisation(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Set the per-channel mean/std from raw features [(N,C,h,w), ...]; returns them standardised."""
+        out = []
+        for i, f in enumerate(feats):
+            mean = f.mean(dim=(0, 2, 3), keepdim=True)
+            std = f.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-4)
+            getattr(self, f"mean{i}").copy_(mean)
+            getattr(self, f"std{i}").copy_(std)
+            out.append((f - mean) / std)
+        self.fitted.fill_(True)
+        return out
 
     def train(self, mode: bool = True):  # frozen: BatchNorm statistics must never update
         return super().train(False)
 
-    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, image: torch.Tensor, standardise: bool = True) -> list[torch.Tensor]:
         feats = self.net(image)
-        return feats if self.with_deepest else feats[:3]
+        feats = feats if self.with_deepest else feats[:3]
+        if standardise:
+            feats = [(f - getattr(self, f"mean{i}")) / getattr(self, f"std{i}") for i, f in enumerate(feats)]
+        return feats
 
 
 def _trim_to_stride16(net: nn.Module) -> None:

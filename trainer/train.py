@@ -71,14 +71,21 @@ def input_spec(cfg: TrainConfig) -> InputSpec:
 
 @torch.no_grad()
 def _teacher_features(model: RSTPM, images: torch.Tensor, device, batch: int, show: bool):
-    """Cached frozen-teacher features for ``images`` (N,3,H,W): (t1 list of 4, t2 list of 3), on CPU."""
+    """Frozen-teacher features for ``images`` (N,3,H,W): (t1 list of 4, t2 list of 3), on CPU, standardised.
+
+    The first call fits each teacher's per-channel standardisation on these (good) images.
+    """
+    fit = not bool(model.teacher1.fitted)
     t1_parts, t2_parts = [], []
     for i in _progress(range(0, len(images), batch), desc="teacher features", disable=not show):
         x = _cl(images[i : i + batch].to(device))
-        t1_parts.append([f.cpu() for f in model.teacher1(x)])
-        t2_parts.append([f.cpu() for f in model.teacher2(x)])
+        t1_parts.append([f.cpu() for f in model.teacher1(x, standardise=not fit)])
+        t2_parts.append([f.cpu() for f in model.teacher2(x, standardise=not fit)])
     t1 = [torch.cat([p[k] for p in t1_parts]) for k in range(4)]
     t2 = [torch.cat([p[k] for p in t2_parts]) for k in range(3)]
+    if fit:
+        t1 = model.teacher1.fit_standardisation(t1)
+        t2 = model.teacher2.fit_standardisation(t2)
     return t1, t2
 
 
@@ -153,10 +160,16 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
     # ---- stage 1: students mimic (student 1) and reconstruct (student 2) teacher features ----
     t0 = time.time()
     cached = None
-    if state["stage"] == 1 and state["epoch"] < cfg.epochs1 and not cfg.augment:
-        cached = _teacher_features(model, images, device, max(1, cfg.batch_size1), show)
+    if state["stage"] == 1 and state["epoch"] < cfg.epochs1:
+        if cfg.augment:  # no cache: fit the teachers' standardisation on a subset only
+            _teacher_features(model, images[:64], device, max(1, cfg.batch_size1), show)
+        else:
+            cached = _teacher_features(model, images, device, max(1, cfg.batch_size1), show)
     while state["stage"] == 1 and state["epoch"] < cfg.epochs1:
         students.train()
+        # Cosine decay per epoch, computed from the epoch number so a resumed run gets the same rate.
+        for group in opt1.param_groups:
+            group["lr"] = cfg.lr1 * 0.5 * (1 + math.cos(math.pi * state["epoch"] / cfg.epochs1))
         order = rng.permutation(len(images))[rank::world]
         losses = []
         bar = _progress(range(0, len(order), cfg.batch_size1), desc=f"stage 1 epoch {state['epoch'] + 1}/{cfg.epochs1}", disable=not show, leave=False)

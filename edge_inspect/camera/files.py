@@ -7,6 +7,10 @@ alpha is dropped).
 Bad image files (truncated, not an image, unsupported depth): the file is logged with its name,
 counted in ``bad_files`` (names in ``bad_names``) and skipped; its sequence number is used up, so the
 pipeline counts it as a dropped frame (a gap) rather than inspecting a half-decoded image.
+
+A dir:// folder that vanishes (unmounted, renamed) or is emptied while running is a lost camera, not a
+run of bad files: ``read`` raises CameraError and ``open`` fails until the folder has images again
+(``open`` lists the folder afresh), so the reconnect/backoff machinery takes over.
 """
 
 from __future__ import annotations
@@ -154,7 +158,23 @@ class DirSource(_FiniteSource):
     def _list(self) -> list[Path]:
         return sorted(p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
+    def _folder_problem(self) -> str | None:
+        """Why the folder cannot serve as a camera now (gone, unreadable, no images), or None."""
+        if not self.path.is_dir():
+            return f"folder not found: {self.path}"
+        try:
+            if not self._list():
+                return f"no images in {self.path}"
+        except OSError as exc:  # e.g. removed while being listed, or permission denied
+            return f"cannot list {self.path} ({exc.strerror or exc})"
+        return None
+
     def open(self) -> None:
+        """List the folder afresh (it may have changed while closed); CameraError when gone or empty."""
+        problem = self._folder_problem()
+        if problem is not None:
+            raise CameraError(f"{self.name}: {problem}")
+        self.files = self._list()
         self._open = True
 
     def close(self) -> None:
@@ -178,6 +198,10 @@ class DirSource(_FiniteSource):
             try:
                 image = read_image_file(path)
             except ImageError as exc:
+                problem = self._folder_problem()
+                if problem is not None:  # the folder is gone, not this file: the camera is lost
+                    self._index -= 1  # resume with this image once the folder is back
+                    raise CameraError(f"{self.name}: {problem} (reading {path.name}: {exc})") from exc
                 self.bad_files += 1
                 if path.name not in self.bad_names:
                     self.bad_names.append(path.name)

@@ -2,7 +2,8 @@
 
 Each subcommand module defines ``register(subparsers)`` which adds its parser and sets
 ``func=handler``; a handler returns an exit code. Library errors (EdgeInspectError) become one line
-on stderr and their exit code here, never a traceback.
+on stderr and their exit code here, never a traceback. So does an OSError that escapes a handler (stdout
+on a full disk, a closed pipe such as ``| head``): one line, exit code 1.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from .. import __version__
@@ -62,13 +64,54 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(args.verbose, getattr(args, "log_level", None))
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a full or closed stdout shows here, not as "Exception ignored" at exit
+        return code
     except EdgeInspectError as exc:
-        print(f"edge-inspect {args.command}: error: {exc}", file=sys.stderr)
+        discard_broken_stdout()
+        _print_err(f"edge-inspect {args.command}: error: {exc}")
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"edge-inspect {args.command}: interrupted", file=sys.stderr)
+        discard_broken_stdout()
+        _print_err(f"edge-inspect {args.command}: interrupted")
         return 130
+    except OSError as exc:  # e.g. stdout on a full disk (ENOSPC) or a closed pipe (BrokenPipeError)
+        discard_broken_stdout(broken=isinstance(exc, BrokenPipeError))
+        what = exc.strerror or str(exc)
+        if exc.filename:
+            what += f": {exc.filename}"
+        _print_err(f"edge-inspect {args.command}: error: {what}")
+        return 1
+
+
+def discard_broken_stdout(broken: bool = False) -> None:
+    """Point stdout at /dev/null when it is ``broken`` (closed pipe, full disk) or cannot be flushed, so
+    the interpreter's final flush of what is still buffered cannot fail again ("Exception ignored ...
+    BrokenPipeError", exit code 120): Python's documented advice for EPIPE, right for ENOSPC too. A
+    working stdout (the OSError came from elsewhere) is left alone.
+    """
+    if not broken:
+        try:
+            sys.stdout.flush()
+            return
+        except (OSError, ValueError):  # ValueError: stdout already closed
+            pass
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # closed, replaced, or without a descriptor
+        pass
+
+
+def _print_err(line: str) -> None:
+    """One line on stderr; stderr may be gone too, and then there is nobody to tell."""
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -113,16 +113,28 @@ def run(args) -> int:
         _restore_signal_handlers(previous)
         _close_quietly(notifier, "systemd notifier")
     summary = pipeline.summary()
-    print(format_summary(summary))
+    _print_result(format_summary(summary))
     if isinstance(pipeline.fatal_error, EdgeInspectError):  # e.g. the camera needs a missing library
         raise pipeline.fatal_error
     if pipeline.fatal_error is not None:
-        print(f"edge-inspect run: pipeline failed: {pipeline.fatal_error!r}")
+        _print_result(f"edge-inspect run: pipeline failed: {pipeline.fatal_error!r}")
         return 1
     if not drained:
-        print(f"edge-inspect run: {summary['in_flight']} frames were still in flight at exit")
+        _print_result(f"edge-inspect run: {summary['in_flight']} frames were still in flight at exit")
         return 1
     return 0
+
+
+def _print_result(text: str) -> None:
+    """Print to stdout; a full or closed stdout is logged, not raised: the verdicts are already published,
+    so the exit code must say how the run went, not whether its summary could be shown."""
+    try:
+        print(text, flush=True)
+    except OSError as exc:
+        from . import discard_broken_stdout
+
+        discard_broken_stdout(broken=True)
+        log.error("cannot print the run summary to stdout: %s", exc.strerror or exc)
 
 
 def _install_signal_handlers(handler) -> dict:

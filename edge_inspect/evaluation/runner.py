@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -324,18 +325,31 @@ def evaluate(model_dir, data_root, category: str, out_dir, backend: str = "onnxr
         "report": None,
     }
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / "predictions.jsonl", "w") as fh:
+    with _writing(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+    predictions_path = out_dir / "predictions.jsonl"
+    with _writing(predictions_path), open(predictions_path, "w") as fh:  # close() may be what fails
         for s in scored:
             label = "ng" if s.score > threshold else "ok"
             fh.write(json.dumps({"path": s.rel_path, "score": s.score, "label": label, "truth": s.defect_type}) + "\n")
     metrics_path = out_dir / "metrics.json"
-    metrics_path.write_text(json.dumps(result, indent=2) + "\n")  # before the report: keep it if that fails
+    with _writing(metrics_path):  # before the report: keep it if that fails
+        metrics_path.write_text(json.dumps(result, indent=2) + "\n")
     if report:
         result["report"] = write_report(out_dir, result, scored, curves).name
-        metrics_path.write_text(json.dumps(result, indent=2) + "\n")
+        with _writing(metrics_path):
+            metrics_path.write_text(json.dumps(result, indent=2) + "\n")
     log.info("eval: wrote %s", metrics_path)
     return result
+
+
+@contextmanager
+def _writing(path: Path):
+    """Turn an OSError (disk full, read-only, no permission) while writing ``path`` into DataError."""
+    try:
+        yield
+    except OSError as exc:
+        raise DataError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,7 +390,8 @@ def _plot_image_roc(path: Path, result: dict, scored: list[Scored], curves: dict
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    with _writing(path):
+        fig.savefig(path)
 
 
 def _plot_pixel_curves(path: Path, result: dict, pc: M.PixelCurves) -> None:
@@ -404,7 +419,8 @@ def _plot_pixel_curves(path: Path, result: dict, pc: M.PixelCurves) -> None:
     ax2.legend(loc="lower right", fontsize=8)
     ax2.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    with _writing(path):
+        fig.savefig(path)
 
 
 def _plot_histogram(path: Path, result: dict, scored: list[Scored]) -> None:
@@ -427,7 +443,8 @@ def _plot_histogram(path: Path, result: dict, scored: list[Scored]) -> None:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    with _writing(path):
+        fig.savefig(path)
 
 
 def _plot_overlays(path: Path, title: str, rows: list[Scored], threshold: float, pixel_threshold: float,
@@ -467,7 +484,8 @@ def _plot_overlays(path: Path, title: str, rows: list[Scored], threshold: float,
 
         cax = fig.add_axes((0.94, 0.2, 0.015, 0.6))
         fig.colorbar(ScalarMappable(Normalize(vmin, vmax), "jet"), cax=cax, label="anomaly map value")
-    fig.savefig(path)
+    with _writing(path):
+        fig.savefig(path)
 
 
 def _fmt(v, pct: bool = False) -> str:
@@ -559,6 +577,7 @@ figure{{margin:1.5em 0}} img{{max-width:100%;border:1px solid #ddd}} .note{{colo
 </body></html>
 """
     path = out_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
+    with _writing(path):
+        path.write_text(page, encoding="utf-8")
     log.info("eval: report %s", path)
     return path

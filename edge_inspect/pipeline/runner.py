@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 _ABANDONED = "pipeline stopped before this frame was judged (drain timeout)"
 _IDLE_TICK_S = 0.05  # how often idle stages wake to check timeouts, swaps and heartbeats
 _ABANDON_S = 3.0  # after a drain timeout: how long the publish thread collects the remaining frames
-_WATCHDOG_EVERY_S = 0.25  # the notifier throttles further to its interval
+_WATCHDOG_EVERY_S = 0.25  # longest pause between WATCHDOG=1 attempts; the notifier throttles further
 
 
 class _NullNotifier:
@@ -55,6 +55,15 @@ class _NullNotifier:
     def watchdog(self) -> None: ...
     def status(self, text: str) -> None: ...
     def stopping(self) -> None: ...
+
+
+def _watchdog_pace(notifier) -> float:
+    """Seconds between WATCHDOG=1 attempts: at most half the service's watchdog interval (systemd's
+    advice), and never more than _WATCHDOG_EVERY_S. Notifiers without an interval (fakes) get the cap."""
+    interval = getattr(notifier, "watchdog_interval_s", lambda: None)()
+    if interval and interval > 0:
+        return min(_WATCHDOG_EVERY_S, interval / 2)
+    return _WATCHDOG_EVERY_S
 
 
 class Pipeline:
@@ -104,6 +113,7 @@ class Pipeline:
         self._camera_changed = threading.Event()
         self._capture_alive = time.monotonic()
         self._last_watchdog = 0.0
+        self._watchdog_every_s = _watchdog_pace(self.notifier)
         self._t_started = 0.0
         self._t_finished: float | None = None
 
@@ -341,7 +351,7 @@ class Pipeline:
             self._swap_if_pending()
             self._ping_watchdog()
             try:
-                job = self._q_infer.get(timeout=_IDLE_TICK_S * 5)
+                job = self._q_infer.get(timeout=min(_IDLE_TICK_S * 5, self._watchdog_every_s))
             except queue.Empty:
                 continue
             if job is END:
@@ -387,7 +397,7 @@ class Pipeline:
         open) also stops them; then systemd restarts the service.
         """
         now = time.monotonic()
-        if now - self._last_watchdog < _WATCHDOG_EVERY_S:
+        if now - self._last_watchdog < self._watchdog_every_s:
             return
         cam = self.settings.camera
         if now - self._capture_alive > cam.read_timeout_s + cam.reconnect_max_s + 30.0:
@@ -598,7 +608,8 @@ class Pipeline:
     def reload(self, model_dir: str | Path, timeout: float | None = None) -> dict:
         """Load ``model_dir`` (manifest, backend, warm-up) and swap it in between two frames.
 
-        On any failure the running model stays and ModelError is raised. Thresholds become the new
+        On any failure the running model stays and ModelError is raised (DependencyError when the
+        backend needs a library that is not installed). Thresholds become the new
         manifest's plus the configured overrides (run-time set_threshold values belong to the old
         model and are dropped). Returns the new model's description once it is in force (or once
         queued, when the inference thread is busy longer than ``timeout``).

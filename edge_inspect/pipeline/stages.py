@@ -72,6 +72,8 @@ def load_model(model_dir: str | Path, backend_factory: BackendFactory, image_thr
                backend: Backend | None = None) -> LoadedModel:
     """Read the manifest, open + load + warm up the backend; ModelError (naming the folder) on any failure.
 
+    EdgeInspectError subclasses (e.g. DependencyError for a missing TensorRT) pass through unchanged.
+
     ``backend``: an already constructed (unloaded) backend for ``model_dir``; else the factory makes one.
     The thresholds are the manifest's, each replaced by its configured override when not None.
     """
@@ -91,7 +93,7 @@ def load_model(model_dir: str | Path, backend_factory: BackendFactory, image_thr
             backend.close()
         except Exception:  # noqa: BLE001 - the load error is the one to report
             log.debug("closing a backend that failed to load also failed", exc_info=True)
-        if isinstance(exc, ModelError):
+        if isinstance(exc, EdgeInspectError):  # keeps its own type and exit code (DependencyError: 3)
             raise
         raise ModelError(f"{model_dir}: model failed to load or warm up: {exc}") from exc
     thresholds = Thresholds.from_manifest(manifest, image_threshold, pixel_threshold, source="config")

@@ -136,3 +136,35 @@ def test_file_image_and_video(tmp_path):
     assert frames[0].image.shape == (24, 32, 3)
     means = [float(f.image.mean()) for f in frames]
     assert means == pytest.approx([0, 40, 80, 120, 160], abs=6)  # JPEG-compressed, in order
+
+
+def test_dir_folder_gone_or_emptied_is_a_lost_camera_and_open_relists(tmp_path, caplog):
+    from edge_inspect.errors import CameraError
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        _png(folder / f"{i}.png", np.full((4, 4), 10 * (i + 1), np.uint8))
+    src = DirSource(str(folder), loop=True)
+    src.open()
+    assert int(src.read(1.0).image[0, 0]) == 10
+    folder.rename(tmp_path / "away")
+    with caplog.at_level(logging.WARNING, logger="edge_inspect.camera.files"):
+        with pytest.raises(CameraError, match="folder not found"):
+            src.read(1.0)
+    assert src.bad_files == 0 and "skipped bad image" not in caplog.text  # not a run of bad files
+    src.close()
+    with pytest.raises(CameraError, match="folder not found"):
+        src.open()
+    (tmp_path / "away").rename(folder)
+    _png(folder / "3.png", np.full((4, 4), 40, np.uint8))  # open lists the folder afresh
+    src.open()
+    assert src.describe()["images"] == 4
+    assert [int(src.read(1.0).image[0, 0]) for _ in range(4)] == [20, 30, 40, 10]  # resumes where it stopped
+    for p in folder.iterdir():  # emptied, folder kept
+        p.unlink()
+    with pytest.raises(CameraError, match="no images"):
+        src.read(1.0)
+    src.close()
+    with pytest.raises(CameraError, match="no images"):
+        src.open()

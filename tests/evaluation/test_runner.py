@@ -210,3 +210,43 @@ def test_report_without_matplotlib_fails_before_scoring(tiny_model_dir, category
     assert not (tmp_path / "out").exists()
     m = evaluate(tiny_model_dir, category, "widget", tmp_path / "out", progress=False, report=False)
     assert m["image_auroc"] == 1.0 and m["report"] is None
+
+
+@pytest.mark.parametrize("fails", ["predictions", "metrics", "figure", "report"])
+def test_full_disk_while_writing_is_a_data_error_naming_the_file(tiny_model_dir, category, tmp_path, monkeypatch,
+                                                                  fails):
+    """ENOSPC from the JSON-lines file, write_text or savefig: DataError naming the path (one CLI line)."""
+    import builtins
+    import errno
+
+    from matplotlib.figure import Figure
+
+    def no_space(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    if fails == "predictions":
+        real_open = builtins.open
+
+        def open_(file, mode="r", *a, **k):
+            if str(file).endswith("predictions.jsonl") and "w" in mode:
+                no_space()
+            return real_open(file, mode, *a, **k)
+
+        monkeypatch.setattr(builtins, "open", open_)
+        name = "predictions.jsonl"
+    elif fails == "figure":
+        monkeypatch.setattr(Figure, "savefig", no_space)
+        name = ".png"
+    else:
+        name = "metrics.json" if fails == "metrics" else "report.html"
+        real_write_text = Path.write_text
+
+        def write_text(self, *a, **k):
+            if self.name == name:
+                no_space()
+            return real_write_text(self, *a, **k)
+
+        monkeypatch.setattr(Path, "write_text", write_text)
+    with pytest.raises(DataError, match=r"cannot write \(No space left on device\)") as err:
+        evaluate(tiny_model_dir, category, "widget", tmp_path / "out", progress=False)
+    assert name in str(err.value) and str(tmp_path / "out") in str(err.value)

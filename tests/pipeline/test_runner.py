@@ -291,3 +291,40 @@ def test_camera_dependency_error_is_fatal_not_retried(tiny_model_dir):
     p, pub = run_pipeline(src, backend(tiny_model_dir), settings(), publisher=pub, timeout=5)
     assert isinstance(p.fatal_error, DependencyError) and src.opens == 1
     assert p.summary()["state"] == "failed" and pub.verdicts == [] and pub.closed
+
+
+@pytest.mark.parametrize("interval_s, expected_gap_s", [(None, 0.25), (30.0, 0.25), (0.2, 0.1)])
+def test_watchdog_pings_at_most_half_the_watchdog_interval_apart(tiny_model_dir, interval_s, expected_gap_s):
+    """An idle line (the camera sends nothing) still pings; the pace follows WatchdogSec= when it is short."""
+
+    class TimedNotifier(RecordingNotifier):
+        def __init__(self):
+            super().__init__()
+            self.pings: list[float] = []
+
+        def watchdog_interval_s(self):
+            return interval_s
+
+        def watchdog(self):
+            self.pings.append(time.monotonic())
+
+    class SilentSource(ScriptedSource):
+        def read(self, timeout=1.0):
+            time.sleep(timeout)
+            return None
+
+    notifier = TimedNotifier()
+    p = Pipeline(SilentSource(OK_IMG, count=None), backend(tiny_model_dir), RecordingPublisher(),
+                 settings(mode="lossless"), notifier=notifier)
+    p.start()
+    try:
+        time.sleep(1.2)
+    finally:
+        p.stop(wait=True)
+    gaps = [b - a for a, b in zip(notifier.pings, notifier.pings[1:], strict=False)]
+    assert len(gaps) >= 3, notifier.pings
+    # never further apart than the pace plus scheduling slack, and not much closer either
+    assert max(gaps) <= expected_gap_s + 0.08, gaps
+    assert min(gaps) >= expected_gap_s - 0.01, gaps
+    if interval_s is not None:
+        assert max(gaps) <= interval_s / 2 + 0.08

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
-from edge_inspect.errors import ModelError
+from edge_inspect.errors import DependencyError, ModelError
 from edge_inspect.pipeline.stages import InflightGuard, StageQueue, load_model
 
 
@@ -76,3 +76,23 @@ def test_load_model_wraps_backend_failure(tiny_model_dir):
     with pytest.raises(ModelError, match="warm up: device lost"):
         load_model(tiny_model_dir, factory)
     assert closed == [True] and time.monotonic() - t0 < 10
+
+
+def test_load_model_passes_edge_inspect_errors_through(tiny_model_dir):
+    """A missing TensorRT (DependencyError, exit code 3) must not turn into a ModelError (exit code 1)."""
+
+    class NeedsTensorRT(OnnxRuntimeBackend):
+        def load(self):
+            raise DependencyError("the TensorRT backend needs the Python package 'tensorrt'")
+
+    closed = []
+
+    def factory(model_dir, manifest):
+        be = NeedsTensorRT(model_dir, manifest)
+        be.close = lambda: closed.append(True)
+        return be
+
+    with pytest.raises(DependencyError, match="tensorrt") as err:
+        load_model(tiny_model_dir, factory)
+    assert not isinstance(err.value, ModelError) and err.value.exit_code == 3
+    assert closed == [True]
