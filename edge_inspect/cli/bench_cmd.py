@@ -12,7 +12,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "bench", help="model-only vs pipeline throughput, latency and memory",
         description="Measure backend.infer in a loop on preprocessed frames (model only) against the whole "
-        "pipeline (lossless mode, in-memory source of the same frames, null publisher). Targets: pipeline >= 95 %% "
+        "pipeline (lossless mode, in-memory source of the same frames, null publisher). Targets: pipeline >= 95 % "
         "of model-only throughput, p99 latency <= 1.5x median.",
     )
     p.add_argument("--model", metavar="MODEL_DIR", required=True, help="exported model folder")
