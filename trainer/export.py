@@ -156,7 +156,8 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
     calibration = calibrate(good_scores, defect_scores=defect_scores, good_maps=good_maps, quantile=quantile, margin=margin)
     manifest = provisional.model_copy(update={"calibration": calibration})
     save_manifest(manifest, out)
-    shutil.copy2(Path(run_dir) / "history.json", out / "training_history.json") if (Path(run_dir) / "history.json").is_file() else None
+    if (Path(run_dir) / "history.json").is_file():
+        shutil.copy2(Path(run_dir) / "history.json", out / "training_history.json")
     log.info("model folder %s: %.3f GMACs total, image threshold %.5f", out, total_gmacs, calibration.image_threshold)
     return out
 

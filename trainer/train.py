@@ -105,7 +105,7 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
     out.mkdir(parents=True, exist_ok=True)
     rank, world = _dist_info()
     show = progress and rank == 0
-    device = pick_device(cfg.device if world == 1 or cfg.device != "auto" else "auto")
+    device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed + rank)
     amp = device.type == "cuda"
