@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import torch
 
-from edge_inspect.data.mvtec import MVTecCategory, Sample, load_image
+from edge_inspect.data.mvtec import Sample, load_image
 from edge_inspect.errors import DataError
 from edge_inspect.manifest import InputSpec
 from edge_inspect.preprocess import preprocess
-
-log = logging.getLogger(__name__)
 
 
 def split_train_holdout(samples: list[Sample], holdout_fraction: float, max_images: int | None, seed: int):
@@ -45,7 +41,3 @@ def load_rgb_stack(samples: list[Sample], size: int, progress=None) -> np.ndarra
 def to_input(rgb: np.ndarray, spec: InputSpec) -> torch.Tensor:
     """(N, H, W, 3) uint8 RGB → (N, 3, H, W) float32 normalised exactly as the runtime does."""
     return torch.from_numpy(np.concatenate([preprocess(im, spec, channel_order="RGB") for im in rgb]))
-
-
-def category(root, name) -> MVTecCategory:
-    return MVTecCategory(root, name)

@@ -204,8 +204,12 @@ class MapHead(nn.Module):
         d2 = torch.cat([up(cosine_distance(s, t)) for s, t in zip(s2, t2, strict=True)], dim=1)
         return d1, d1 + d2
 
+    def normalised(self, maps: torch.Tensor) -> torch.Tensor:
+        """The discriminator's input: per-scale maps (B,3,h,w) standardised with the good-image stats."""
+        return (maps - self.map_mean) / self.map_std
+
     def disc_logit(self, maps: torch.Tensor) -> torch.Tensor:
-        return self.disc((maps - self.map_mean) / self.map_std)
+        return self.disc(self.normalised(maps))
 
     def _smooth_full(self, m: torch.Tensor) -> torch.Tensor:
         m = F.interpolate(m, size=self.image_size, mode="bilinear", align_corners=False)

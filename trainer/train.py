@@ -229,7 +229,7 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
                     m, y = m.flip(-1), y.flip(-1)
                 if flip[1]:
                     m, y = m.flip(-2), y.flip(-2)
-                loss = focal_loss(disc((m - head.map_mean) / head.map_std), y, cfg.focal_gamma)
+                loss = focal_loss(disc(head.normalised(m)), y, cfg.focal_gamma)
                 opt2.zero_grad(set_to_none=True)
                 loss.backward()
                 opt2.step()
