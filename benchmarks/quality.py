@@ -3,13 +3,16 @@ paper's ablation from the same run (its students train independently, so the map
 
   stpm   — STPM pair only:              Π_k d1_k
   pairs  — both student-teacher pairs:  Π_k (d1_k + d2_k)
-  rstpm  — full RSTPM:                  Π_k (d1_k + d2_k) × discriminator probability
+  rstpm  — full RSTPM, the deployed map: (Π_k (d1_k + d2_k))^e × discriminator probability
+           (e = st_exponent: 1 is the paper's product, 0 the discriminator alone)
+  disc   — the discriminator's probability map alone (for comparison when e ≠ 0)
+  paper  — when e ≠ 1: the same weights exported with the paper's product (e = 1)
 
 Prints one table (image AUROC, pixel AUROC, AUPRO@30 %) plus the training time, and writes
 OUT/quality.json. Example (the 20-minute CPU budget of issue 3):
 
   python benchmarks/quality.py --data ../shared/data --category magnetic_tile --out /tmp/q \
-      --set epochs1=12 --set epochs2=40 --set max_train_images=400
+      --set epochs1=19 --set batch_size1=8 --set epochs2=40 --set pool_factor=1.0
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from edge_inspect.evaluation import metrics as M  # noqa: E402
 from edge_inspect.manifest import load_manifest  # noqa: E402
 from edge_inspect.preprocess import preprocess  # noqa: E402
 
-VARIANTS = {"stpm": "stpm_map", "pairs": "st_map", "rstpm": "anomaly_map"}
+VARIANTS = {"stpm": "stpm_map", "pairs": "st_map", "rstpm": "anomaly_map", "disc": "disc_prob"}
 
 
 def score_test_set(model_dir: Path, root: str, category: str, progress: bool = True):
@@ -70,9 +73,9 @@ def score_test_set(model_dir: Path, root: str, category: str, progress: bool = T
     return scores, maps, np.asarray(labels), masks, latency
 
 
-def table(scores, maps, labels, masks) -> dict:
+def table(scores, maps, labels, masks, variants=tuple(VARIANTS)) -> dict:
     rows = {}
-    for v in VARIANTS:
+    for v in variants:
         rows[v] = {
             "image_auroc": M.image_auroc(labels, scores[v]),
             "pixel_auroc": M.pixel_auroc(masks, maps[v]),
@@ -111,14 +114,25 @@ def main(argv=None) -> int:
         train_s = time.time() - t0
         export(out / "run", out / "model")
     scores, maps, labels, masks, latency = score_test_set(out / "model", args.data, args.category)
-    rows = table(scores, maps, labels, masks)
+    # With st_exponent 0 the deployed map is the discriminator's already: no separate row.
+    rows = table(scores, maps, labels, masks, [v for v in VARIANTS if v != "disc" or cfg.model.st_exponent != 0.0])
+    if cfg.model.st_exponent != 1.0:
+        # The paper's final map (st × discriminator) from the same trained weights: only the head differs.
+        paper_dir = out / "model_paper_product"
+        if not args.skip_train or not paper_dir.is_dir():
+            export(out / "run", paper_dir, head_settings={"st_exponent": 1.0})
+        p_scores, p_maps, *_ = score_test_set(paper_dir, args.data, args.category)
+        rows["paper"] = table(p_scores, p_maps, labels, masks, ["rstpm"])["rstpm"]
     result = {"settings": cfg.to_dict(), "train_seconds": train_s, "latency_ms_median": float(np.median(latency)),
               "n_test": int(len(labels)), "n_defect": int(labels.sum()), "ablation": rows}
     (out / "quality.json").write_text(json.dumps(result, indent=1))
     print(f"\n{args.category}: {len(labels)} test images ({int(labels.sum())} defective); "
           f"training {f'{train_s:.0f} s' if train_s else 'reused'}; ORT latency median {np.median(latency):.1f} ms/image")
     print(f"{'variant':<34} {'image AUROC':>11} {'pixel AUROC':>11} {'AUPRO@30%':>10}")
-    names = {"stpm": "STPM pair only", "pairs": "both student-teacher pairs", "rstpm": "full RSTPM (+ discriminator)"}
+    e = cfg.model.st_exponent
+    names = {"stpm": "STPM pair only", "pairs": "both student-teacher pairs",
+             "rstpm": f"full RSTPM (st^{e:g} x discriminator)", "disc": "discriminator map alone",
+             "paper": "full RSTPM, paper's st x discriminator"}
     for v, r in rows.items():
         print(f"{names[v]:<34} {r['image_auroc']:>11.4f} {r['pixel_auroc']:>11.4f} {r['aupro_30']:>10.4f}")
     return 0

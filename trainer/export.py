@@ -18,7 +18,7 @@ from torch import nn
 
 from edge_inspect import __version__
 from edge_inspect.data.mvtec import load_image
-from edge_inspect.errors import DataError, ModelError
+from edge_inspect.errors import ConfigError, DataError, ModelError
 from edge_inspect.manifest import (
     GraphSpec,
     Manifest,
@@ -29,14 +29,17 @@ from edge_inspect.manifest import (
     utc_now,
 )
 
+from .config import TrainConfig, make_config
 from .flops import count_macs, count_params
-from .model import RSTPM
+from .model import RSTPM, MapHead
 from .train import input_spec, load_trained
 
 log = logging.getLogger(__name__)
 OPSET = 17
 HEAD_INPUTS = ["t1_4", "t1_8", "t1_16", "s1_4", "s1_8", "s1_16", "t2_4", "t2_8", "t2_16", "s2_4", "s2_8", "s2_16"]
 HEAD_OUTPUTS = ["anomaly_map", "score", "st_map", "stpm_map", "disc_prob"]
+# Map-head settings that change no trained weight, so they may differ between export and training.
+HEAD_SETTINGS = ("st_exponent", "map_sigma", "score_topk")
 
 
 class _Teacher1(nn.Module):
@@ -91,11 +94,37 @@ def _spec(name: str, t: torch.Tensor) -> TensorSpec:
     return TensorSpec(name=name, shape=["batch", *t.shape[1:]], dtype="float32")
 
 
+def with_head_settings(model: RSTPM, cfg: TrainConfig, overrides: dict | None) -> tuple[RSTPM, TrainConfig]:
+    """Apply map-head settings that change no trained weight (see HEAD_SETTINGS) to a trained model."""
+    if not overrides:
+        return model, cfg
+    unknown = sorted(set(overrides) - set(HEAD_SETTINGS))
+    if unknown:
+        raise ConfigError(f"only {', '.join(HEAD_SETTINGS)} can change at export (no retraining); not {', '.join(unknown)}")
+    cfg = make_config(cfg.profile, {**_flat(cfg), **overrides})
+    head = MapHead(cfg.model, model.head.image_size)
+    trained = {k: v for k, v in model.head.state_dict().items() if k != "blur"}  # blur follows map_sigma
+    head.load_state_dict({**head.state_dict(), **trained})
+    model.head = head.eval().requires_grad_(False)
+    model.cfg = cfg.model
+    return model, cfg
+
+
+def _flat(cfg: TrainConfig) -> dict:
+    d = cfg.to_dict()
+    d.pop("profile")
+    return {**d.pop("model"), **d}
+
+
 @torch.no_grad()
 def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | Path | None = None, quantile: float = 0.995,
-           margin: float = 1.05) -> Path:
-    """Write ``out_dir`` (ONNX graphs + manifest.json) from ``run_dir/model.pt``; returns out_dir."""
+           margin: float = 1.05, head_settings: dict | None = None) -> Path:
+    """Write ``out_dir`` (ONNX graphs + manifest.json) from ``run_dir/model.pt``; returns out_dir.
+
+    ``head_settings`` overrides how maps are combined and scored (keys in HEAD_SETTINGS) without retraining.
+    """
     model, cfg, ckpt = load_trained(run_dir)
+    model, cfg = with_head_settings(model, cfg, head_settings)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
         raise ModelError(f"{out} exists and is not a model folder; choose an empty or new --out")
@@ -139,7 +168,8 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
         provenance=Provenance(
             code_version=__version__, created_at=utc_now(), training_config=cfg.to_dict(), data_fingerprint=data["fingerprint"],
             torch_version=ckpt.get("torch_version"), onnx_opset=OPSET, run_dir=str(Path(run_dir).resolve()),
-            notes=f"trained on {len(data['train'])} images of {data['category']}; {ckpt['state'].get('history', [{}])[-1]}",
+            notes=f"trained on {len(data['train'])} images of {data['category']}; {ckpt['state'].get('history', [{}])[-1]}"
+            + (f"; head settings changed at export: {head_settings}" if head_settings else ""),
         ),
     )
     save_manifest(provisional, out)

@@ -178,8 +178,8 @@ class MapHead(nn.Module):
 
     Maps are built at the stride-4 resolution (H/4, W/4), where the discriminator runs (16× cheaper
     than full size; the finest feature is at stride 4 anyway), then upsampled to (H, W) and smoothed.
-    Outputs (all float32): anomaly_map (B,1,H,W) = st_map × disc_prob; score (B,) = max of anomaly_map;
-    st_map, stpm_map (STPM pair only) and disc_prob, (B,1,H,W), for diagnostics and ablations.
+    Outputs (all float32): anomaly_map (B,1,H,W) = st_map^st_exponent × disc_prob; score (B,) = max of
+    anomaly_map; st_map, stpm_map (STPM pair only) and disc_prob, (B,1,H,W), for diagnostics and ablations.
     """
 
     def __init__(self, cfg: ModelConfig, image_size: tuple[int, int]):
@@ -187,25 +187,35 @@ class MapHead(nn.Module):
         self.image_size = image_size
         self.use_disc = cfg.use_discriminator
         self.use_pair2 = cfg.use_pair2
-        self.disc = UNetDiscriminator(cfg.disc_base, cfg.disc_depth) if self.use_disc else None
-        # Discriminator input normalisation (per-scale map mean/std on good images), set after stage 1.
-        self.register_buffer("map_mean", torch.zeros(1, 3, 1, 1))
-        self.register_buffer("map_std", torch.ones(1, 3, 1, 1))
+        # "summed": the paper's three maps M_k = pair 1 + pair 2; "separate": both pairs' six maps.
+        self.separate = cfg.disc_inputs == "separate" and cfg.use_pair2
+        n_in = 6 if self.separate else 3
+        self.disc = UNetDiscriminator(cfg.disc_base, cfg.disc_depth, in_channels=n_in) if self.use_disc else None
+        self.st_exponent = float(cfg.st_exponent) if self.use_disc else 1.0
+        # Discriminator input normalisation (per-map mean/std on good images), set after stage 1.
+        self.register_buffer("map_mean", torch.zeros(1, n_in, 1, 1))
+        self.register_buffer("map_std", torch.ones(1, n_in, 1, 1))
         self.register_buffer("blur", gaussian_kernel(cfg.map_sigma) if cfg.map_sigma > 0 else torch.ones(1))
         self.score_topk = cfg.score_topk
 
-    def scale_maps(self, t1: list[torch.Tensor], s1: list[torch.Tensor], t2: list[torch.Tensor] | None, s2: list[torch.Tensor] | None):
-        """(B,1,h4,w4) maps per scale: pair 1 only, and M_k = pair 1 + pair 2 (both (B,3,h4,w4))."""
+    def pair_maps(self, t1: list[torch.Tensor], s1: list[torch.Tensor], t2: list[torch.Tensor] | None, s2: list[torch.Tensor] | None):
+        """1 − cos per pair and scale at stride 4: pair 1 (B,3,h4,w4) and pair 2 (same, or None)."""
         size = t1[0].shape[-2:]
         up = lambda m: F.interpolate(m, size=size, mode="bilinear", align_corners=False)  # noqa: E731
         d1 = torch.cat([up(cosine_distance(s, t)) for s, t in zip(s1, t1, strict=True)], dim=1)
-        if s2 is None or t2 is None:
-            return d1, d1
+        if not self.use_pair2 or s2 is None or t2 is None:
+            return d1, None
         d2 = torch.cat([up(cosine_distance(s, t)) for s, t in zip(s2, t2, strict=True)], dim=1)
-        return d1, d1 + d2
+        return d1, d2
+
+    def disc_input(self, d1: torch.Tensor, d2: torch.Tensor | None) -> torch.Tensor:
+        """What the discriminator reads, before normalisation: (B,3,h,w) summed M_k or (B,6,h,w) both pairs."""
+        if d2 is None:
+            return d1
+        return torch.cat([d1, d2], dim=1) if self.separate else d1 + d2
 
     def normalised(self, maps: torch.Tensor) -> torch.Tensor:
-        """The discriminator's input: per-scale maps (B,3,h,w) standardised with the good-image stats."""
+        """The discriminator's input standardised with the good-image stats."""
         return (maps - self.map_mean) / self.map_std
 
     def disc_logit(self, maps: torch.Tensor) -> torch.Tensor:
@@ -228,12 +238,13 @@ class MapHead(nn.Module):
         return flat.amax(dim=1)
 
     def forward(self, t1, s1, t2=None, s2=None) -> dict[str, torch.Tensor]:
-        d1, maps = self.scale_maps(t1, s1, t2 if self.use_pair2 else None, s2 if self.use_pair2 else None)
+        d1, d2 = self.pair_maps(t1, s1, t2, s2)
         stpm = d1.prod(dim=1, keepdim=True)
-        st = maps.prod(dim=1, keepdim=True)
+        st = (d1 + d2).prod(dim=1, keepdim=True) if d2 is not None else stpm
         if self.use_disc:
-            prob = torch.sigmoid(self.disc_logit(maps))
-            final = st * prob
+            prob = torch.sigmoid(self.disc_logit(self.disc_input(d1, d2)))
+            # The paper multiplies the student-teacher map in (exponent 1); 0 trusts the discriminator alone.
+            final = prob if self.st_exponent == 0 else st.pow(self.st_exponent) * prob
         else:
             prob = torch.ones_like(st)
             final = st

@@ -5,7 +5,11 @@ is filled with a foreign texture blended into the good image:
 
     aug = (1 - m) * img + m * ((1 - beta) * texture + beta * img),   beta ~ U[beta_range)
 
-A share ``clean_fraction`` of the samples is returned unchanged with an all-zero mask.
+A share ``clean_fraction`` of the samples is returned unchanged with an all-zero mask. A share
+``self_fraction`` of the anomalies takes its texture from the image itself (a jittered crop from
+elsewhere, as CutPaste and NSA do): defects that look like the part's own surface, only displaced,
+darker or brighter. When the good image is grey (all channels equal), textures are made grey too: a
+monochrome camera cannot produce colour defects, and colour would make pseudo-anomalies trivially easy.
 
 Textures come from a folder the user names (any images, searched recursively, e.g. DTD) or, without
 one, from a built-in offline source: procedural textures (noise, stripes, checks, blobs, marble)
@@ -46,6 +50,8 @@ SKIMAGE_TEXTURES = (
 PROCEDURAL_KINDS = ("noise", "stripes", "checks", "blobs", "marble")
 _MAX_TEXTURE_SIDE = 512  # folder textures are downscaled to this on load (cheaper crops, smaller cache)
 _MASK_TRIES = 20
+_TEXTURE_TRIES = 5
+_MIN_MEAN_CHANGE = 8.0  # grey levels, mean |change| inside the mask
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -278,6 +284,11 @@ def _random_crop_resize(src: np.ndarray, rng: np.random.Generator, h: int, w: in
 # Generator
 
 
+def _is_grey(image: np.ndarray) -> bool:
+    """True when an (H, W, 3) image has three identical channels (a monochrome camera's frame)."""
+    return bool(np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(image[:, :, 1], image[:, :, 2]))
+
+
 def _find_images(folder: Path) -> list[Path]:
     return sorted(
         p
@@ -305,9 +316,13 @@ class PseudoAnomalyGenerator:
         seed: int | None = None,
         rotate: bool = True,
         cache_mb: float = 512.0,
+        self_fraction: float = 0.0,
+        match_grey: bool = True,
     ):
         if not 0.0 <= clean_fraction <= 1.0:
             raise ConfigError(f"clean_fraction must be in [0, 1], got {clean_fraction}")
+        if not 0.0 <= self_fraction <= 1.0:
+            raise ConfigError(f"self_fraction must be in [0, 1], got {self_fraction}")
         lo, hi = beta_range
         if not 0.0 <= lo <= hi <= 1.0:
             raise ConfigError(f"beta_range must satisfy 0 <= low <= high <= 1, got {beta_range}")
@@ -317,6 +332,8 @@ class PseudoAnomalyGenerator:
         if not -1.0 < threshold < 1.0:
             raise ConfigError(f"threshold must be in (-1, 1), got {threshold}")
         self.clean_fraction = float(clean_fraction)
+        self.self_fraction = float(self_fraction)
+        self.match_grey = bool(match_grey)
         self.beta_range = (float(lo), float(hi))
         self.perlin_scale_range = (smin, smax)
         self.threshold = float(threshold)
@@ -396,11 +413,16 @@ class PseudoAnomalyGenerator:
         kind = PROCEDURAL_KINDS[int(rng.integers(len(PROCEDURAL_KINDS)))]
         return _procedural(kind, rng, h, w)
 
-    def texture(self, h: int, w: int) -> np.ndarray:
-        """A random, jittered foreign texture (h, w, 3) uint8 RGB."""
-        tex = _brightness_contrast_colour(self._source_texture(h, w), self.rng)
+    def texture(self, h: int, w: int, image: np.ndarray | None = None) -> np.ndarray:
+        """A random, jittered texture (h, w, 3) uint8 RGB: foreign, or a crop of ``image`` itself
+        (probability ``self_fraction``); grey when ``image`` is grey and ``match_grey`` is set."""
+        own = image is not None and self.rng.random() < self.self_fraction
+        src = _random_crop_resize(image, self.rng, h, w) if own else self._source_texture(h, w)
+        tex = _brightness_contrast_colour(src, self.rng)
         for i in self.rng.choice(len(_EXTRA_OPS), size=2, replace=False):
             tex = _EXTRA_OPS[int(i)](tex, self.rng)
+        if self.match_grey and image is not None and _is_grey(image):
+            tex = np.repeat(cv2.cvtColor(np.ascontiguousarray(tex), cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
         return np.ascontiguousarray(tex)
 
     # -- mask -----------------------------------------------------------------------------------------
@@ -443,10 +465,14 @@ class PseudoAnomalyGenerator:
         if self.rng.random() < self.clean_fraction:
             return image.copy(), np.zeros((h, w), np.float32)
         mask = self.mask(h, w)
-        texture = self.texture(h, w)
-        beta = self.rng.uniform(*self.beta_range)
         inside_img = image[mask].astype(np.float32)
-        blended = (1.0 - beta) * texture[mask].astype(np.float32) + beta * inside_img
+        for _ in range(_TEXTURE_TRIES):
+            texture = self.texture(h, w, image)
+            beta = self.rng.uniform(*self.beta_range)
+            blended = (1.0 - beta) * texture[mask].astype(np.float32) + beta * inside_img
+            # A change nobody could see is label noise, not an anomaly: draw again.
+            if float(np.abs(blended - inside_img).mean()) >= _MIN_MEAN_CHANGE:
+                break
         out = image.copy()
         out[mask] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
         return out, mask.astype(np.float32)

@@ -211,7 +211,9 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
     if cfg.model.use_discriminator and state["epoch"] < cfg.epochs2:
         from .pseudo_anomaly import PseudoAnomalyGenerator
 
-        gen = PseudoAnomalyGenerator(cfg.textures_dir, clean_fraction=cfg.clean_fraction, seed=cfg.seed + 1)
+        gen = PseudoAnomalyGenerator(
+            cfg.textures_dir, clean_fraction=cfg.clean_fraction, self_fraction=cfg.self_fraction, seed=cfg.seed + 1
+        )
         maps, targets = _anomaly_pool(model, rgb, gen, spec, device, int(len(rgb) * cfg.pool_factor), cfg.batch_size2, rng, show)
         head = model.head
         disc = torch.nn.parallel.DistributedDataParallel(head.disc) if world > 1 else head.disc
@@ -263,13 +265,12 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
 
 @torch.no_grad()
 def _set_map_normalisation(model: RSTPM, images: torch.Tensor, device, batch: int) -> None:
-    """Per-scale mean/std of the summed maps M_k on good training images → discriminator input scaling."""
+    """Per-map mean/std of the discriminator's input on good training images → its input scaling."""
     model.eval()
     acc = []
     for i in range(0, len(images), batch):
         t1, s1, t2, s2 = model.features(_cl(images[i : i + batch].to(device)))
-        _, maps = model.head.scale_maps(t1[:3], s1, t2 if model.cfg.use_pair2 else None, s2 if model.cfg.use_pair2 else None)
-        acc.append(maps.cpu())
+        acc.append(model.head.disc_input(*model.head.pair_maps(t1[:3], s1, t2, s2)).cpu())
     maps = torch.cat(acc)
     model.head.map_mean.copy_(maps.mean(dim=(0, 2, 3), keepdim=True))
     model.head.map_std.copy_(maps.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
@@ -277,7 +278,7 @@ def _set_map_normalisation(model: RSTPM, images: torch.Tensor, device, batch: in
 
 @torch.no_grad()
 def _anomaly_pool(model: RSTPM, rgb: np.ndarray, gen, spec, device, n: int, batch: int, rng, show: bool):
-    """Generate ``n`` pseudo-anomalous samples once; return their maps (n,3,h4,w4) and soft targets (n,1,h4,w4)."""
+    """Generate ``n`` pseudo-anomalous samples once; return the discriminator inputs (n,C,h4,w4) and soft targets (n,1,h4,w4)."""
     model.eval()
     maps, targets = [], []
     picks = rng.integers(0, len(rgb), size=n)
@@ -285,7 +286,7 @@ def _anomaly_pool(model: RSTPM, rgb: np.ndarray, gen, spec, device, n: int, batc
         pairs = [gen(rgb[j]) for j in picks[i : i + batch]]
         x = _cl(to_input(np.stack([p[0] for p in pairs]), spec).to(device))
         t1, s1, t2, s2 = model.features(x)
-        _, m = model.head.scale_maps(t1[:3], s1, t2 if model.cfg.use_pair2 else None, s2 if model.cfg.use_pair2 else None)
+        m = model.head.disc_input(*model.head.pair_maps(t1[:3], s1, t2, s2))
         mask = torch.from_numpy(np.stack([p[1] for p in pairs])).float().unsqueeze(1)
         maps.append(m.cpu())
         targets.append(F.adaptive_avg_pool2d(mask, m.shape[-2:]))  # area fraction of each map cell

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._lazy import import_trainer
+from .train_cmd import parse_sets
 
 
 def register(sub) -> None:
@@ -12,12 +13,20 @@ def register(sub) -> None:
     p.add_argument("--calibration-defects", help="folder of labelled defective images: also store the F1-optimal threshold")
     p.add_argument("--quantile", type=float, default=0.995, help="quantile of held-out good scores for the threshold")
     p.add_argument("--margin", type=float, default=1.05, help="threshold = quantile × margin")
+    p.add_argument(
+        "--head", action="append", default=[], metavar="KEY=VALUE",
+        help="change how maps are combined without retraining: st_exponent (1 = paper's product, 0 = discriminator "
+        "alone), map_sigma (smoothing, input pixels), score_topk",
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     export = import_trainer("export")
-    out = export.export(args.run, args.out, calibration_defects=args.calibration_defects, quantile=args.quantile, margin=args.margin)
+    out = export.export(
+        args.run, args.out, calibration_defects=args.calibration_defects, quantile=args.quantile, margin=args.margin,
+        head_settings=parse_sets(args.head, "--head"),
+    )
     from ..manifest import load_manifest
 
     m = load_manifest(out)

@@ -36,12 +36,13 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _parse_sets(items: list[str]) -> dict:
+def parse_sets(items: list[str], flag: str = "--set") -> dict:
+    """``["k=v", ...]`` → ``{k: literal or string}``; a missing ``=`` is a ConfigError naming ``flag``."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
             out[key.strip()] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -58,7 +59,7 @@ def run(args) -> int:
         over["use_discriminator"] = False
     if args.no_pair2:
         over["use_pair2"] = False
-    over.update(_parse_sets(args.set))
+    over.update(parse_sets(args.set))
     try:
         cfg = config.make_config(args.profile, over)
     except TypeError as exc:

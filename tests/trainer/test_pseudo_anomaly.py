@@ -130,3 +130,30 @@ def test_builtin_includes_scikit_image_photos_when_installed():
     photos = pseudo_anomaly._skimage_photos()
     assert len(photos) >= 3  # brick, grass, gravel ship with the wheel
     assert all(p.ndim == 3 and p.shape[2] == 3 and p.dtype == np.uint8 for p in photos)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    return np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[:, :, None], 3, axis=2)
+
+
+def test_grey_images_get_grey_anomalies(part_images):
+    gen = PseudoAnomalyGenerator(clean_fraction=0.0, seed=4)
+    for image in part_images:
+        out, _ = gen(_grey(image))
+        assert np.array_equal(out[:, :, 0], out[:, :, 1]) and np.array_equal(out[:, :, 1], out[:, :, 2])
+    colour = PseudoAnomalyGenerator(clean_fraction=0.0, seed=4, match_grey=False)
+    outs = [colour(_grey(image))[0] for image in part_images * 3]
+    assert any(not np.array_equal(o[:, :, 0], o[:, :, 1]) for o in outs)
+
+
+def test_self_textures_come_from_the_image_and_are_visible(part_images):
+    """With self_fraction=1 no foreign texture is drawn, and every anomaly changes what it covers."""
+    gen = PseudoAnomalyGenerator(clean_fraction=0.0, self_fraction=1.0, seed=2)
+    gen._source_texture = lambda h, w: pytest.fail("a foreign texture was drawn")  # noqa: ARG005
+    for i in range(12):
+        image = part_images[i % len(part_images)]
+        out, mask = gen(image)
+        assert np.array_equal(out[mask == 0], image[mask == 0])
+        assert np.abs(out.astype(np.int16) - image)[mask == 1].mean() > 2.0
+    with pytest.raises(Exception, match="self_fraction"):
+        PseudoAnomalyGenerator(self_fraction=1.5)

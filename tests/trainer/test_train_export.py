@@ -96,3 +96,31 @@ def test_eval_torch_backend_agrees_with_onnxruntime(trained, tmp_path):
     ort_scores = [json.loads(line)["score"] for line in (tmp_path / "ort" / "predictions.jsonl").read_text().splitlines()]
     pt_scores = [json.loads(line)["score"] for line in (tmp_path / "pt" / "predictions.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(ort_scores, pt_scores, rtol=SCORE_RTOL)
+
+
+def test_head_settings_change_at_export_without_retraining(trained, tmp_path):
+    """st_exponent/map_sigma re-export from the same weights; eval through torch follows the folder."""
+    from edge_inspect.evaluation.runner import evaluate
+    from trainer.export import with_head_settings
+
+    root, _, run, _ = trained
+    settings = {"st_exponent": 0.5, "map_sigma": 2.0}
+    model_dir = export(run, tmp_path / "m", head_settings=settings)
+    m = load_manifest(model_dir)
+    assert {k: m.provenance.training_config["model"][k] for k in settings} == settings
+    assert "head settings changed at export" in m.provenance.notes
+    model, cfg, _ = load_trained(run)
+    model, _ = with_head_settings(model, cfg, settings)
+    x = preprocess(load_image(MVTecCategory(root, "widget").test_samples()[0].path), m.input, channel_order="RGB")
+    with OnnxRuntimeBackend(model_dir, m) as backend:
+        got = backend.infer({"image": x})
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x))
+        plain = load_trained(run)[0](torch.from_numpy(x))
+    np.testing.assert_allclose(got["score"], ref["score"].numpy(), rtol=SCORE_RTOL)
+    assert not np.allclose(ref["score"].numpy(), plain["score"].numpy(), rtol=1e-3)  # the override did something
+    ort = evaluate(model_dir, root, "widget", tmp_path / "ort", backend="onnxruntime", progress=False, report=False)
+    pt = evaluate(model_dir, root, "widget", tmp_path / "pt", backend="torch", progress=False, report=False)
+    assert ort["image_auroc"] == pytest.approx(pt["image_auroc"], abs=1e-6)
+    with pytest.raises(ConfigError, match="no retraining"):
+        export(run, tmp_path / "bad", head_settings={"disc_base": 4})
