@@ -9,7 +9,7 @@ A share ``clean_fraction`` of the samples is returned unchanged with an all-zero
 ``self_fraction`` of the anomalies takes its texture from the image itself (a jittered crop from
 elsewhere, as CutPaste and NSA do): defects that look like the part's own surface, only displaced,
 darker or brighter. When the good image is grey (all channels equal), textures are made grey too: a
-monochrome camera cannot produce colour defects, and colour would make pseudo-anomalies trivially easy.
+monochrome camera cannot produce colour defects, so colour must not be the cue that gives them away.
 
 Textures come from a folder the user names (any images, searched recursively, e.g. DTD) or, without
 one, from a built-in offline source: procedural textures (noise, stripes, checks, blobs, marble)

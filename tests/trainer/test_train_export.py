@@ -124,3 +124,14 @@ def test_head_settings_change_at_export_without_retraining(trained, tmp_path):
     assert ort["image_auroc"] == pytest.approx(pt["image_auroc"], abs=1e-6)
     with pytest.raises(ConfigError, match="no retraining"):
         export(run, tmp_path / "bad", head_settings={"disc_base": 4})
+
+
+@pytest.mark.parametrize("head, message", [("st_exponent", "expects KEY=VALUE"), ("disc_base=4", "no retraining"),
+                                           ("st_exponent=-1", "between 0 and 4")])
+def test_export_cli_refuses_bad_head_settings_in_one_line(trained, tmp_path, capsys, head, message):
+    from edge_inspect.cli import main
+
+    _, _, run, _ = trained
+    code = main(["export", "--run", str(run), "--out", str(tmp_path / "m"), "--head", head])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
