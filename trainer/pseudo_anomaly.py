@@ -416,7 +416,7 @@ class PseudoAnomalyGenerator:
     def texture(self, h: int, w: int, image: np.ndarray | None = None) -> np.ndarray:
         """A random, jittered texture (h, w, 3) uint8 RGB: foreign, or a crop of ``image`` itself
         (probability ``self_fraction``); grey when ``image`` is grey and ``match_grey`` is set."""
-        own = image is not None and self.rng.random() < self.self_fraction
+        own = image is not None and self.self_fraction > 0 and self.rng.random() < self.self_fraction
         src = _random_crop_resize(image, self.rng, h, w) if own else self._source_texture(h, w)
         tex = _brightness_contrast_colour(src, self.rng)
         for i in self.rng.choice(len(_EXTRA_OPS), size=2, replace=False):
