@@ -60,18 +60,24 @@ def test_load_model_thresholds_and_errors(tiny_model_dir, tmp_path):
         load_model(tmp_path / "missing", _factory)
 
 
+def _recording_factory(backend_cls, closed: list):
+    """A backend factory whose backends append True to ``closed`` when closed."""
+
+    def factory(model_dir, manifest):
+        be = backend_cls(model_dir, manifest)
+        be.close = lambda: closed.append(True)
+        return be
+
+    return factory
+
+
 def test_load_model_wraps_backend_failure(tiny_model_dir):
     class Exploding(OnnxRuntimeBackend):
         def infer(self, inputs):
             raise RuntimeError("device lost")
 
     closed = []
-
-    def factory(model_dir, manifest):
-        be = Exploding(model_dir, manifest)
-        be.close = lambda: closed.append(True)
-        return be
-
+    factory = _recording_factory(Exploding, closed)
     t0 = time.monotonic()
     with pytest.raises(ModelError, match="warm up: device lost"):
         load_model(tiny_model_dir, factory)
@@ -86,12 +92,7 @@ def test_load_model_passes_edge_inspect_errors_through(tiny_model_dir):
             raise DependencyError("the TensorRT backend needs the Python package 'tensorrt'")
 
     closed = []
-
-    def factory(model_dir, manifest):
-        be = NeedsTensorRT(model_dir, manifest)
-        be.close = lambda: closed.append(True)
-        return be
-
+    factory = _recording_factory(NeedsTensorRT, closed)
     with pytest.raises(DependencyError, match="tensorrt") as err:
         load_model(tiny_model_dir, factory)
     assert not isinstance(err.value, ModelError) and err.value.exit_code == 3
