@@ -244,7 +244,13 @@ class MapHead(nn.Module):
         if self.use_disc:
             prob = torch.sigmoid(self.disc_logit(self.disc_input(d1, d2)))
             # The paper multiplies the student-teacher map in (exponent 1); 0 trusts the discriminator alone.
-            final = prob if self.st_exponent == 0 else st.pow(self.st_exponent) * prob
+            # Exponents 0 and 1 are special-cased so the default graph carries no Pow node.
+            if self.st_exponent == 0:
+                final = prob
+            elif self.st_exponent == 1:
+                final = st * prob
+            else:
+                final = st.pow(self.st_exponent) * prob
         else:
             prob = torch.ones_like(st)
             final = st
