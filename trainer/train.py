@@ -179,7 +179,7 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
                 continue  # BatchNorm needs two samples
             x = _cl(images[idx].to(device))
             if cfg.augment:
-                x = torch.where(torch.rand(len(x), 1, 1, 1) < 0.5, x.flip(-1), x).to(device)
+                x = torch.where(torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5, x.flip(-1), x)
                 with torch.no_grad():
                     t1, t2 = model.teacher1(x), model.teacher2(x)
             else:

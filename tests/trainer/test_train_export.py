@@ -135,3 +135,16 @@ def test_export_cli_refuses_bad_head_settings_in_one_line(trained, tmp_path, cap
     code = main(["export", "--run", str(run), "--out", str(tmp_path / "m"), "--head", head])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_training_with_flip_augmentation(trained, tmp_path):
+    """augment=True skips the teacher-feature cache and flips half of each batch on the training device."""
+    root, cfg, _, _ = trained
+    aug = make_config("edge", {**{k: v for k, v in cfg.to_dict().items() if k not in ("model", "profile")},
+                               **cfg.to_dict()["model"], "augment": True, "epochs1": 1, "epochs2": 1})
+    train(aug, root, "widget", tmp_path, progress=False)
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [h["stage"] for h in history["history"]] == [1, 2]
+    assert all(np.isfinite(h["loss"]) for h in history["history"])
+    model, _, _ = load_trained(tmp_path)
+    assert bool(model.teacher1.fitted) and bool(model.teacher2.fitted)
