@@ -11,7 +11,7 @@ What it writes under OUT (each step exact, nothing approximated):
   md5.json                 md5 and channel count of every stored pixel array, checked by unpack.py
   weights/<name>.pth.xz    only the ImageNet tensors the teachers use (stem + blocks up to their deepest
                            tap): 16 MB instead of 42 MB
-  wheels/ (--wheels)       the runtime's pure dependencies for the device's Python (pydantic, ...)
+  wheels/ (--wheels)       the packages the device's Python 3.12 lacks (pydantic, efficientnet-lite-pytorch)
 
 magnetic_tile at 256²: 44 MiB of data + 14.6 MiB of weights + 2.7 MiB of wheels.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import lzma
 import shutil
@@ -104,8 +105,6 @@ def main(argv=None) -> int:
     model = make_config("edge").model
     (out / "weights").mkdir(exist_ok=True)
     for name, deepest in ((model.teacher1, True), (model.teacher2, False)):
-        import io
-
         buf = io.BytesIO()
         torch.save(trunk_weights(name, deepest), buf)
         (out / "weights" / f"{name}.pth.xz").write_bytes(lzma.compress(buf.getvalue(), preset=9))
