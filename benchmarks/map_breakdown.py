@@ -24,11 +24,9 @@ def collect(run: str, root: str, category: str):
     """Maps {name: (N, h, w)}, labels (N,), masks (N, h, w) bool, types (N,) for the test set."""
     import cv2
     import torch
-    import torch.nn.functional as F
 
     from edge_inspect.data.mvtec import MVTecCategory, load_image, load_mask
     from edge_inspect.preprocess import preprocess
-    from trainer.model import cosine_distance
     from trainer.train import input_spec, load_trained
 
     model, cfg, _ = load_trained(run)
@@ -41,17 +39,16 @@ def collect(run: str, root: str, category: str):
             img = load_image(s.path)
             x = torch.from_numpy(preprocess(img, spec, channel_order="RGB")).contiguous(memory_format=torch.channels_last)
             t1, s1, t2, s2 = model.features(x)
-            size = t1[0].shape[-2:]
+            d1, d2 = model.head.pair_maps(t1[:3], s1, t2, s2)  # (1,3,h4,w4) each: strides 4, 8, 16
             found = {}
-            for p, (ss, tt) in enumerate(((s1, t1[:3]), (s2, t2)), 1):
-                for k, stride in enumerate((4, 8, 16)):
-                    found[f"d{p}_{stride}"] = F.interpolate(cosine_distance(ss[k], tt[k]), size=size, mode="bilinear")
+            for p, d in ((1, d1), (2, d2)):
+                if d is not None:  # pair 2 is absent when the run was trained without it
+                    found.update({f"d{p}_{stride}": d[0, k] for k, stride in enumerate((4, 8, 16))})
             if model.head.use_disc:
-                d1, d2 = model.head.pair_maps(t1[:3], s1, t2, s2)
-                found["disc"] = torch.sigmoid(model.head.disc_logit(model.head.disc_input(d1, d2)))
+                found["disc"] = torch.sigmoid(model.head.disc_logit(model.head.disc_input(d1, d2)))[0, 0]
             for name, m in found.items():
-                maps.setdefault(name, []).append(m[0, 0].numpy())
-            h, w = size
+                maps.setdefault(name, []).append(m.numpy())
+            h, w = d1.shape[-2:]
             mk = load_mask(s.mask_path, img.shape[:2]) if s.mask_path else np.zeros(img.shape[:2], bool)
             masks.append(cv2.resize(mk.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).astype(bool))
             labels.append(s.label)
@@ -69,7 +66,7 @@ def main(argv=None) -> int:
 
     maps, y, masks, types = collect(args.run, args.data, args.category)
     if "disc" in maps:
-        st = np.prod([maps[f"d1_{k}"] + maps[f"d2_{k}"] for k in (4, 8, 16)], axis=0)
+        st = np.prod([maps[f"d1_{k}"] + maps.get(f"d2_{k}", 0.0) for k in (4, 8, 16)], axis=0)
         for e in (0.5, 1.0):  # e = 0 is the "disc" row itself
             maps[f"st^{e:g} x disc"] = st**e * maps["disc"]
     kinds = sorted(set(types) - {"good"})

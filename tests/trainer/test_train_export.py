@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -140,8 +141,7 @@ def test_export_cli_refuses_bad_head_settings_in_one_line(trained, tmp_path, cap
 def test_training_with_flip_augmentation(trained, tmp_path):
     """augment=True skips the teacher-feature cache and flips half of each batch on the training device."""
     root, cfg, _, _ = trained
-    aug = make_config("edge", {**{k: v for k, v in cfg.to_dict().items() if k not in ("model", "profile")},
-                               **cfg.to_dict()["model"], "augment": True, "epochs1": 1, "epochs2": 1})
+    aug = replace(cfg, augment=True, epochs1=1, epochs2=1)
     train(aug, root, "widget", tmp_path, progress=False)
     history = json.loads((tmp_path / "history.json").read_text())
     assert [h["stage"] for h in history["history"]] == [1, 2]
