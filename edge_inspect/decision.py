@@ -53,12 +53,17 @@ class Thresholds:
         )
 
 
-def normalise(values, threshold: float, calibration: Calibration):
-    """Map raw scores to [0, 1] so that ``threshold`` lands on 0.5 (manifest.Calibration formula).
+def normalise(values, threshold: float, calibration: Calibration, is_map: bool = False):
+    """Map raw scores (or, with ``is_map``, anomaly-map pixels) to [0, 1] so that ``threshold`` lands on
+    0.5 (manifest.Calibration formula).
 
-    Works on a float or an array; the span (norm_max - norm_min) comes from the calibration stats.
+    Works on a float or an array; the span (norm_max - norm_min, or map_norm_span for maps when the
+    manifest has it) comes from the calibration stats.
     """
-    span = max(calibration.norm_max - calibration.norm_min, 1e-12)
+    span = calibration.norm_max - calibration.norm_min
+    if is_map and calibration.map_norm_span is not None:
+        span = calibration.map_norm_span
+    span = max(span, 1e-12)
     return np.clip((np.asarray(values, np.float32) - threshold) / span + 0.5, 0.0, 1.0)
 
 
@@ -129,7 +134,7 @@ def decide(outputs: dict, frame: Frame, thresholds: Thresholds, manifest: Manife
         regions = find_regions(amap2d, thresholds.pixel, frame.image.shape[:2], min_region_area_px, max_regions)
     heatmap = None
     if want_heatmap:
-        heatmap = normalise(np.nan_to_num(amap2d, nan=0.0), thresholds.pixel, manifest.calibration)
+        heatmap = normalise(np.nan_to_num(amap2d, nan=0.0), thresholds.pixel, manifest.calibration, is_map=True)
         heatmap = np.ascontiguousarray(heatmap, dtype=np.float32)
     return Verdict(
         camera_id=frame.camera_id,

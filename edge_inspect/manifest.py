@@ -20,7 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ManifestError
 
-SCHEMA_VERSION = 1
+# 2: Calibration.map_norm_span (heat maps keep the map's own units when the image score is fused).
+# Version-1 manifests still load; their heat maps use the score span, as they always did.
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 
 
@@ -82,6 +84,8 @@ class Calibration(_Strict):
     # score normalisation: normalised = clip((score - threshold) / (norm_max - norm_min) + 0.5, 0, 1)
     norm_min: float
     norm_max: float
+    # heat maps: clip((map - pixel_threshold) / map_norm_span + 0.5, 0, 1); None: the score span above
+    map_norm_span: float | None = None
 
 
 class EngineRecord(_Strict):

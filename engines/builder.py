@@ -5,9 +5,10 @@ Precision policy (TensorRT 10, weakly typed networks):
 * ``fp16`` (default): BuilderFlag.FP16, and *score / normalisation arithmetic stays FP32* through layer
   precision constraints: in every graph, accumulating layers (Reduce, Normalization, Softmax, TopK)
   are pinned to FP32; in the graphs that produce the score or the anomaly map, the element-wise,
-  unary and resize layers are pinned too (cosine / L2 normalisation, products of maps, max). The
+  unary, resize, matrix-multiply and pooling layers are pinned too (cosine / L2 normalisation, products
+  of maps, max, the Gaussians' window statistics and whitening). The
   flag OBEY_PRECISION_CONSTRAINTS (or PREFER with ``precision_constraints="prefer"``) makes
-  TensorRT honour them. Convolutions and matrix products run in FP16. Graphs named in
+  TensorRT honour them. Convolutions (and matrix products outside those graphs) run in FP16. Graphs named in
   ``fp32_graphs`` are built without FP16 at all.
 * ``fp32``: no FP16 and TF32 cleared (TensorRT allows TF32 by default, which rounds convolution
   inputs to a 10-bit mantissa, i.e. no better than FP16).
@@ -49,7 +50,9 @@ log = logging.getLogger(__name__)
 
 # Layer types (TensorRT LayerType names) pinned to FP32 in an fp16 build; see the module docstring.
 FP32_EVERYWHERE = ("REDUCE", "NORMALIZATION", "SOFTMAX", "TOPK")
-FP32_IN_SCORE_GRAPHS = ("ELEMENTWISE", "UNARY", "RESIZE")
+# MATRIX_MULTIPLY and POOLING: the Gaussians' whitening products and window statistics (E[x²] − E[x]²
+# cancels badly in FP16); the U-Net's max pools in the same graph run on small maps, so pinning costs little.
+FP32_IN_SCORE_GRAPHS = ("ELEMENTWISE", "UNARY", "RESIZE", "MATRIX_MULTIPLY", "POOLING")
 
 
 def target_of(env: TrtEnvironment) -> TargetDevice:

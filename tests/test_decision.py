@@ -98,6 +98,16 @@ def test_heatmap(manifest):
     assert "heatmap" not in v.to_dict()
 
 
+def test_heatmap_uses_the_map_span_when_the_manifest_has_one(manifest):
+    """A fused image score lives on another scale than the map: the heat map keeps the map's units."""
+    amap = np.full((32, 64), 0.6, np.float32)
+    cal = manifest.calibration.model_copy(update={"map_norm_span": 0.5, "norm_min": -10.0, "norm_max": 10.0})
+    m = manifest.model_copy(update={"calibration": cal})
+    v = decide(outputs(2.0, amap), frame(), Thresholds.from_manifest(m), m, want_heatmap=True)
+    np.testing.assert_allclose(v.heatmap, 0.5 + (0.6 - cal.pixel_threshold) / 0.5)
+    np.testing.assert_allclose(v.normalised_score, np.clip(0.5 + (2.0 - cal.image_threshold) / 20.0, 0, 1))
+
+
 def test_bad_outputs_raise(manifest):
     th = Thresholds.from_manifest(manifest)
     with pytest.raises(BackendError, match="anomaly_map"):

@@ -26,6 +26,12 @@ class ModelConfig:
     score_topk: int = 1  # 1 = max of the map; >1 = mean of the top-k pixels
     disc_inputs: str = "summed"  # "summed": M4, M8, M16 as in the paper; "separate": both pairs' six maps
     st_exponent: float = 1.0  # final map = st_map^e × disc_prob; 1 is the paper's product, 0 the discriminator alone
+    # image score = z(max of map) + w·z(Mahalanobis distance of pooled teacher features); 0 = the map's max alone
+    global_weight: float = 0.0
+    # final map = z(RSTPM map) + w·z(regional map: Mahalanobis distance of the teachers' stride-16 features
+    # pooled over region_window × region_window cells); 0 = the RSTPM map alone
+    region_weight: float = 0.0
+    region_window: int = 9
 
 
 @dataclass
@@ -72,7 +78,10 @@ PROFILES: dict[str, TrainConfig] = {
     # Final map: the paper's product (st_exponent 1). On magnetic_tile the discriminator alone
     # (st_exponent 0) localises better (+0.06 pixel AUROC) but ranks parts slightly worse (-0.01 image
     # AUROC); the verdict is per part, so the product stays. Switch at export with --head.
-    "edge": TrainConfig(profile="edge"),
+    # Image score: the map's max fused with the image-level Gaussian (global_weight 1); map: the RSTPM map
+    # fused with the regional Gaussian's (region_weight 1). Both fit in seconds after stage 1; measured on
+    # magnetic_tile in issue 3 (README). Weights 0 give the paper's map and score.
+    "edge": TrainConfig(profile="edge", model=ModelConfig(global_weight=1.0, region_weight=1.0)),
     # The paper's shape: ResNet18 + ResNet50 teachers (weights from a local file / hub cache),
     # ResNet18 student with STPM's SGD recipe, wide decoder and DRAEM-width U-Net.
     "paper": TrainConfig(
@@ -111,6 +120,12 @@ def make_config(profile: str, overrides: dict[str, Any] | None = None) -> TrainC
         raise ConfigError(f"disc_inputs must be one of {', '.join(DISC_INPUTS)}, got {cfg.model.disc_inputs!r}")
     if not 0.0 <= float(cfg.model.st_exponent) <= 4.0:
         raise ConfigError(f"st_exponent must be between 0 and 4, got {cfg.model.st_exponent!r}")
+    if not 0.0 <= float(cfg.model.global_weight) <= 10.0:
+        raise ConfigError(f"global_weight must be between 0 and 10, got {cfg.model.global_weight!r}")
+    if not 0.0 <= float(cfg.model.region_weight) <= 10.0:
+        raise ConfigError(f"region_weight must be between 0 and 10, got {cfg.model.region_weight!r}")
+    if not (isinstance(cfg.model.region_window, int) and cfg.model.region_window >= 1 and cfg.model.region_window % 2 == 1):
+        raise ConfigError(f"region_window must be an odd number of stride-16 cells ≥ 1, got {cfg.model.region_window!r}")
     if not 0.0 <= float(cfg.self_fraction) <= 1.0:
         raise ConfigError(f"self_fraction must be between 0 and 1, got {cfg.self_fraction!r}")
     return cfg

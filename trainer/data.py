@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -27,13 +29,13 @@ def split_train_holdout(samples: list[Sample], holdout_fraction: float, max_imag
     return train, holdout
 
 
-def load_rgb_stack(samples: list[Sample], size: int, progress=None) -> np.ndarray:
-    """(N, size, size, 3) uint8 RGB, each whole image resized to the model input."""
+def load_rgb_stack(samples: list[Sample] | list[Path], size: int, progress=None) -> np.ndarray:
+    """(N, size, size, 3) uint8 RGB, each whole image (a Sample or a path) resized to the model input."""
     import cv2
 
     out = np.empty((len(samples), size, size, 3), np.uint8)
     for i, s in enumerate(progress(samples) if progress else samples):
-        img = load_image(s.path)
+        img = load_image(s.path if isinstance(s, Sample) else s)
         out[i] = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR) if img.shape[:2] != (size, size) else img
     return out
 

@@ -41,11 +41,11 @@ class TorchBackend(Backend):
     def load(self) -> None:
         from .export import HEAD_SETTINGS, with_head_settings
 
-        model, cfg, _ = load_trained(self.run_dir)
+        model, cfg, ckpt = load_trained(self.run_dir)
         # The folder may have been exported with other head settings than it was trained with.
         recorded = (self.manifest.provenance.training_config or {}).get("model", {})
         changed = {k: recorded[k] for k in HEAD_SETTINGS if k in recorded and recorded[k] != getattr(cfg.model, k)}
-        self.model, _ = with_head_settings(model, cfg, changed)
+        self.model, _ = with_head_settings(model, cfg, changed, ckpt)
 
     @torch.no_grad()
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

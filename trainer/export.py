@@ -32,14 +32,14 @@ from edge_inspect.manifest import (
 from .config import TrainConfig, make_config
 from .flops import count_macs, count_params
 from .model import RSTPM, MapHead
-from .train import input_spec, load_trained
+from .train import input_spec, load_trained, set_score_stats
 
 log = logging.getLogger(__name__)
 OPSET = 17
 HEAD_INPUTS = ["t1_4", "t1_8", "t1_16", "s1_4", "s1_8", "s1_16", "t2_4", "t2_8", "t2_16", "s2_4", "s2_8", "s2_16"]
-HEAD_OUTPUTS = ["anomaly_map", "score", "st_map", "stpm_map", "disc_prob"]
+HEAD_OUTPUTS = ["anomaly_map", "score", "st_map", "stpm_map", "disc_prob", "global_score", "rstpm_map", "region_map"]
 # Map-head settings that change no trained weight, so they may differ between export and training.
-HEAD_SETTINGS = ("st_exponent", "map_sigma", "score_topk")
+HEAD_SETTINGS = ("st_exponent", "map_sigma", "score_topk", "global_weight", "region_weight")
 
 
 class _Teacher1(nn.Module):
@@ -94,19 +94,33 @@ def _spec(name: str, t: torch.Tensor) -> TensorSpec:
     return TensorSpec(name=name, shape=["batch", *t.shape[1:]], dtype="float32")
 
 
-def with_head_settings(model: RSTPM, cfg: TrainConfig, overrides: dict | None) -> tuple[RSTPM, TrainConfig]:
-    """Apply map-head settings that change no trained weight (see HEAD_SETTINGS) to a trained model."""
+def with_head_settings(model: RSTPM, cfg: TrainConfig, overrides: dict | None, ckpt: dict | None = None) -> tuple[RSTPM, TrainConfig]:
+    """Apply map-head settings that change no trained weight (see HEAD_SETTINGS) to a trained model.
+
+    When the map or the score is fused (region_weight or global_weight > 0) and a setting changes what
+    is fused, the good-image statistics are measured again on the run's held-out images (``ckpt["data"]``).
+    """
     if not overrides:
         return model, cfg
     unknown = sorted(set(overrides) - set(HEAD_SETTINGS))
     if unknown:
         raise ConfigError(f"only {', '.join(HEAD_SETTINGS)} can change at export (no retraining); not {', '.join(unknown)}")
+    old_model_cfg = cfg.model
     cfg = make_config(cfg.profile, {**_flat(cfg), **overrides})
-    head = MapHead(cfg.model, model.head.image_size)
+    if (cfg.model.global_weight > 0 or cfg.model.region_weight > 0) and not bool(model.head.glob_fitted):
+        raise ConfigError("global_weight or region_weight > 0 needs the Gaussians, which this run predates; retrain it")
+    head = MapHead(cfg.model, model.head.image_size, model.head.global_channels, model.head.region_channels)
     trained = {k: v for k, v in model.head.state_dict().items() if k != "blur"}  # blur follows map_sigma
     head.load_state_dict({**head.state_dict(), **trained})
     model.head = head.eval().requires_grad_(False)
+    # A new global_weight alone keeps every statistic; any other setting changes the map or how it is fused.
+    map_changed = any(k != "global_weight" and v != getattr(old_model_cfg, k) for k, v in overrides.items())
     model.cfg = cfg.model
+    if (cfg.model.global_weight > 0 or cfg.model.region_weight > 0) and map_changed:
+        if ckpt is None:
+            raise ModelError("changing the map of a fused score needs the training checkpoint (its held-out images)")
+        cat_dir = Path(ckpt["data"]["root"]) / ckpt["data"]["category"]
+        set_score_stats(model, cfg, [cat_dir / p for p in ckpt["data"]["holdout"]])
     return model, cfg
 
 
@@ -124,7 +138,7 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
     ``head_settings`` overrides how maps are combined and scored (keys in HEAD_SETTINGS) without retraining.
     """
     model, cfg, ckpt = load_trained(run_dir)
-    model, cfg = with_head_settings(model, cfg, head_settings)
+    model, cfg = with_head_settings(model, cfg, head_settings, ckpt)
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
         raise ModelError(f"{out} exists and is not a model folder; choose an empty or new --out")
@@ -163,7 +177,7 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
     holdout = [cat_dir / p for p in data["holdout"]]
     provisional = Manifest(
         model_id=f"rstpm-{cfg.profile}-{data['category']}", profile=cfg.profile, input=spec, graphs=graphs,
-        extra_outputs=["st_map", "stpm_map", "disc_prob"],
+        extra_outputs=["st_map", "stpm_map", "disc_prob", "global_score", "rstpm_map", "region_map"],
         calibration=_placeholder_calibration(),
         provenance=Provenance(
             code_version=__version__, created_at=utc_now(), training_config=cfg.to_dict(), data_fingerprint=data["fingerprint"],

@@ -4,7 +4,8 @@ Shapes at input (B, 3, H, W); scale k ∈ {4, 8, 16} means a feature map (B, C, 
 Each network is a separate nn.Module so each exports to its own ONNX graph with global tensor names:
 teacher1: image → t1_4, t1_8, t1_16, t1_32 · student1: image → s1_4, s1_8, s1_16 ·
 teacher2: image → t2_4, t2_8, t2_16 · student2: t1_32, t2_4, t2_8, t2_16 → s2_4, s2_8, s2_16 ·
-discriminator (with map head): all twelve features → anomaly_map, score, st_map, stpm_map, disc_prob.
+discriminator (with map head): all twelve features → anomaly_map, score, st_map, stpm_map, disc_prob,
+global_score, rstpm_map, region_map.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from torch import nn
 
 from .backbones import build_backbone
 from .config import ModelConfig
+from .gaussian import pooled_statistics, window_statistics
 
 SCALES = (4, 8, 16)
+GLOBAL_TAPS = (1, 2)  # strides 8 and 16 of each teacher feed the image-level Gaussian (as PatchCore's taps)
+REGION_TAP = 2  # stride 16 of each teacher feeds the regional Gaussian
 
 
 class Teacher(nn.Module):
@@ -178,11 +182,17 @@ class MapHead(nn.Module):
 
     Maps are built at the stride-4 resolution (H/4, W/4), where the discriminator runs (16× cheaper
     than full size; the finest feature is at stride 4 anyway), then upsampled to (H, W) and smoothed.
-    Outputs (all float32): anomaly_map (B,1,H,W) = st_map^st_exponent × disc_prob; score (B,) = max of
-    anomaly_map; st_map, stpm_map (STPM pair only) and disc_prob, (B,1,H,W), for diagnostics and ablations.
+    Outputs (all float32): rstpm_map (B,1,H,W) = st_map^st_exponent × disc_prob; region_map (B,1,H,W):
+    Mahalanobis distance of window-pooled stride-16 teacher features from the good images' Gaussian;
+    anomaly_map = rstpm_map, or with region_weight r > 0 z(rstpm_map) + r·z(region_map) (pixel stats of
+    held-out good images); st_map, stpm_map (STPM pair only) and disc_prob, (B,1,H,W), for diagnostics
+    and ablations; global_score (B,): Mahalanobis
+    distance of the teachers' pooled features (strides 8, 16) from the good images' Gaussian; score (B,):
+    max of anomaly_map, or with global_weight w > 0 the fused z(max) + w·z(global_score), each standardised
+    with its mean/std on held-out good images.
     """
 
-    def __init__(self, cfg: ModelConfig, image_size: tuple[int, int]):
+    def __init__(self, cfg: ModelConfig, image_size: tuple[int, int], global_channels: list[int], region_channels: list[int]):
         super().__init__()
         self.image_size = image_size
         self.use_disc = cfg.use_discriminator
@@ -197,6 +207,23 @@ class MapHead(nn.Module):
         self.register_buffer("map_std", torch.ones(1, n_in, 1, 1))
         self.register_buffer("blur", gaussian_kernel(cfg.map_sigma) if cfg.map_sigma > 0 else torch.ones(1))
         self.score_topk = cfg.score_topk
+        # Image-level Gaussian of pooled teacher features (trainer.gaussian), fitted after stage 1, and
+        # the good-image mean/std of [local score, global score] that put both on one scale (after stage 2).
+        self.global_weight = float(cfg.global_weight)
+        self.global_channels = list(global_channels)
+        dim = 2 * sum(self.global_channels)
+        self.register_buffer("glob_mean", torch.zeros(1, dim))
+        self.register_buffer("glob_whiten", torch.eye(dim))
+        self.register_buffer("score_stats", torch.tensor([0.0, 1.0, 0.0, 1.0]))
+        self.register_buffer("glob_fitted", torch.zeros((), dtype=torch.bool))
+        # Regional Gaussian (one for all positions) and the good-image pixel mean/std of [RSTPM map, regional map].
+        self.region_weight = float(cfg.region_weight)
+        self.region_window = int(cfg.region_window)
+        self.region_channels = list(region_channels)
+        rdim = 2 * sum(self.region_channels)
+        self.register_buffer("reg_mean", torch.zeros(1, rdim))
+        self.register_buffer("reg_whiten", torch.eye(rdim))
+        self.register_buffer("map_stats", torch.tensor([0.0, 1.0, 0.0, 1.0]))
 
     def pair_maps(self, t1: list[torch.Tensor], s1: list[torch.Tensor], t2: list[torch.Tensor] | None, s2: list[torch.Tensor] | None):
         """1 − cos per pair and scale at stride 4: pair 1 (B,3,h4,w4) and pair 2 (same, or None)."""
@@ -237,6 +264,37 @@ class MapHead(nn.Module):
             return flat.topk(self.score_topk, dim=1).values.mean(dim=1)
         return flat.amax(dim=1)
 
+    def global_features(self, t1: list[torch.Tensor], t2: list[torch.Tensor] | None) -> torch.Tensor:
+        """Pooled mean/std (B, D) of the teachers' stride-8 and stride-16 features."""
+        taps = [t1[i] for i in GLOBAL_TAPS] + ([t2[i] for i in GLOBAL_TAPS] if t2 is not None else [])
+        return pooled_statistics(taps)
+
+    def global_score(self, t1: list[torch.Tensor], t2: list[torch.Tensor] | None) -> torch.Tensor:
+        """Mahalanobis distance (B,) of the pooled teacher features from the good images' Gaussian."""
+        z = (self.global_features(t1, t2) - self.glob_mean) @ self.glob_whiten.T
+        return z.pow(2).sum(dim=1).sqrt()
+
+    def region_features(self, t1: list[torch.Tensor], t2: list[torch.Tensor] | None) -> torch.Tensor:
+        """Window mean/std (B, Dr, h16, w16) of the teachers' stride-16 features."""
+        taps = [t1[REGION_TAP]] + ([t2[REGION_TAP]] if t2 is not None else [])
+        return window_statistics(taps, self.region_window)
+
+    def region_map(self, t1: list[torch.Tensor], t2: list[torch.Tensor] | None) -> torch.Tensor:
+        """Mahalanobis distance (B, 1, h16, w16) of each position's window statistics from the good Gaussian."""
+        f = self.region_features(t1, t2).permute(0, 2, 3, 1)  # (B, h, w, Dr)
+        z = (f - self.reg_mean) @ self.reg_whiten.T
+        return z.pow(2).sum(dim=-1).sqrt().unsqueeze(1)
+
+    def fused_map(self, rstpm: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+        """z(RSTPM map) + region_weight · z(regional map), pixel stats of held-out good images."""
+        a, b, c, d = self.map_stats
+        return (rstpm - a) / b + self.region_weight * (region - c) / d
+
+    def fused_score(self, local: torch.Tensor, glob: torch.Tensor) -> torch.Tensor:
+        """z(local) + global_weight · z(global): both standardised with their held-out good-image stats."""
+        a, b, c, d = self.score_stats
+        return (local - a) / b + self.global_weight * (glob - c) / d
+
     def forward(self, t1, s1, t2=None, s2=None) -> dict[str, torch.Tensor]:
         d1, d2 = self.pair_maps(t1, s1, t2, s2)
         stpm = d1.prod(dim=1, keepdim=True)
@@ -254,13 +312,19 @@ class MapHead(nn.Module):
         else:
             prob = torch.ones_like(st)
             final = st
+        rstpm = self._smooth_full(final)
+        region = self._smooth_full(self.region_map(t1, t2))
         out = {
-            "anomaly_map": self._smooth_full(final),
+            "anomaly_map": self.fused_map(rstpm, region) if self.region_weight > 0 else rstpm,
+            "rstpm_map": rstpm,
+            "region_map": region,
             "st_map": self._smooth_full(st),
             "stpm_map": self._smooth_full(stpm),
             "disc_prob": F.interpolate(prob, size=self.image_size, mode="bilinear", align_corners=False),
         }
-        out["score"] = self.image_score(out["anomaly_map"])
+        out["global_score"] = self.global_score(t1, t2)
+        local = self.image_score(out["anomaly_map"])
+        out["score"] = self.fused_score(local, out["global_score"]) if self.global_weight > 0 else local
         return out
 
 
@@ -274,7 +338,9 @@ class RSTPM(nn.Module):
         self.student1 = Student1(cfg.teacher1)
         self.teacher2 = Teacher(cfg.teacher2, with_deepest=False, weights_path=cfg.teacher2_weights, pretrained=pretrained)
         self.student2 = Student2(self.teacher1.channels[3], self.teacher2.channels, cfg.student2_widths, cfg.attention)
-        self.head = MapHead(cfg, image_size)
+        global_channels = [self.teacher1.channels[i] for i in GLOBAL_TAPS] + [self.teacher2.channels[i] for i in GLOBAL_TAPS]
+        region_channels = [self.teacher1.channels[REGION_TAP], self.teacher2.channels[REGION_TAP]]
+        self.head = MapHead(cfg, image_size, global_channels, region_channels)
 
     def features(self, image: torch.Tensor):
         t1 = self.teacher1(image)

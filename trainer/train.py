@@ -29,6 +29,7 @@ from edge_inspect.manifest import InputSpec
 
 from .config import TrainConfig
 from .data import load_rgb_stack, split_train_holdout, to_input
+from .gaussian import fit_gaussian
 from .losses import feature_matching_loss, focal_loss
 from .model import RSTPM
 
@@ -245,6 +246,7 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
                 checkpoint()
     state["stage2_seconds"] = time.time() - t0
     model.eval()
+    set_score_stats(model, cfg, [s.path for s in holdout], images, device)
 
     final = out / FINAL
     if rank == 0:
@@ -265,15 +267,58 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
 
 @torch.no_grad()
 def _set_map_normalisation(model: RSTPM, images: torch.Tensor, device, batch: int) -> None:
-    """Per-map mean/std of the discriminator's input on good training images → its input scaling."""
+    """On good training images: per-map mean/std of the discriminator's input → its input scaling, and
+    the Gaussian of the teachers' pooled features → the image-level global score."""
     model.eval()
-    acc = []
+    head = model.head
+    acc, pooled, windows = [], [], []
     for i in range(0, len(images), batch):
         t1, s1, t2, s2 = model.features(_cl(images[i : i + batch].to(device)))
-        acc.append(model.head.disc_input(*model.head.pair_maps(t1[:3], s1, t2, s2)).cpu())
+        acc.append(head.disc_input(*head.pair_maps(t1[:3], s1, t2, s2)).cpu())
+        pooled.append(head.global_features(t1, t2).float().cpu())
+        # every other position in each direction: neighbouring windows overlap almost entirely
+        w = head.region_features(t1, t2)[:, :, ::2, ::2].float().cpu()
+        windows.append(w.permute(0, 2, 3, 1).reshape(-1, w.shape[1]))
     maps = torch.cat(acc)
-    model.head.map_mean.copy_(maps.mean(dim=(0, 2, 3), keepdim=True))
-    model.head.map_std.copy_(maps.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
+    head.map_mean.copy_(maps.mean(dim=(0, 2, 3), keepdim=True))
+    head.map_std.copy_(maps.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
+    for name, feats in (("glob", torch.cat(pooled)), ("reg", torch.cat(windows))):
+        mean, whiten, shrink = fit_gaussian(feats)
+        getattr(head, f"{name}_mean").copy_(mean[None])
+        getattr(head, f"{name}_whiten").copy_(whiten)
+        log.info("%s Gaussian: %d samples of %d features, Ledoit-Wolf shrinkage %.4f",
+                 "image-level" if name == "glob" else "regional", len(feats), mean.numel(), shrink)
+    head.glob_fitted.fill_(True)
+
+
+@torch.no_grad()
+def set_score_stats(model: RSTPM, cfg: TrainConfig, holdout: list[Path], train_images: torch.Tensor | None = None,
+                    device="cpu", batch: int = 16) -> None:
+    """Good-image statistics that put fused parts on one scale: pixel mean/std of the RSTPM and regional
+    maps (MapHead.fused_map), then mean/std of the local (final map's max) and global scores
+    (MapHead.fused_score). Measured on the held-out good image files, unseen by the students and the
+    Gaussians; without them the training images ``train_images`` (N,3,H,W) stand in, with a warning."""
+    if holdout:
+        images = to_input(load_rgb_stack(holdout, cfg.image_size), input_spec(cfg))
+    elif train_images is not None:
+        log.warning("no held-out good images: score statistics come from training images (the Gaussians will over-weigh)")
+        images = train_images
+    else:
+        raise DataError("score statistics need held-out good images, and this run has none")
+    model.eval()
+    head = model.head
+    rstpm, region, glob = [], [], []
+    for i in range(0, len(images), batch):
+        out = model(_cl(images[i : i + batch].to(device)))
+        rstpm.append(out["rstpm_map"].float().cpu())
+        region.append(out["region_map"].float().cpu())
+        glob.append(out["global_score"].float().cpu())
+    rstpm, region, glob = torch.cat(rstpm), torch.cat(region), torch.cat(glob)
+    std = lambda v: v.std().clamp_min(1e-6) if v.numel() > 1 else torch.tensor(1.0)  # noqa: E731
+    head.map_stats.copy_(torch.stack([rstpm.mean(), std(rstpm), region.mean(), std(region)]))
+    final = head.fused_map(rstpm, region) if head.region_weight > 0 else rstpm
+    local = head.image_score(final)
+    head.score_stats.copy_(torch.stack([local.mean(), std(local), glob.mean(), std(glob)]))
 
 
 @torch.no_grad()
@@ -306,5 +351,15 @@ def load_trained(run_or_file: str | Path, map_location="cpu") -> tuple[RSTPM, Tr
     except Exception as exc:  # corrupt or foreign file
         raise DataError(f"{path}: not an edge-inspect training checkpoint ({exc})") from exc
     model = RSTPM(cfg.model, (cfg.image_size, cfg.image_size), pretrained=False)
-    model.load_state_dict(ckpt["model"])
+    # Runs trained before the Gaussians existed lack only their buffers; they load with them unfitted.
+    try:
+        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
+    except RuntimeError as exc:  # a tensor of the wrong shape
+        raise DataError(f"{path}: weights do not match the model its config describes ({exc})") from exc
+    if unexpected or any(k not in _GLOBAL_BUFFERS for k in missing):
+        raise DataError(f"{path}: weights do not match the model its config describes (missing {missing}, unexpected {unexpected})")
     return model.eval(), cfg, ckpt
+
+
+_GLOBAL_BUFFERS = {"head.glob_mean", "head.glob_whiten", "head.score_stats", "head.glob_fitted",
+                   "head.reg_mean", "head.reg_whiten", "head.map_stats"}

@@ -16,7 +16,8 @@ def register(sub) -> None:
     p.add_argument(
         "--head", action="append", default=[], metavar="KEY=VALUE",
         help="change how maps are combined without retraining: st_exponent (1 = paper's product, 0 = discriminator "
-        "alone), map_sigma (smoothing, input pixels), score_topk",
+        "alone), map_sigma (smoothing, input pixels), score_topk, region_weight and global_weight (0 = the paper's "
+        "map and score)",
     )
     p.set_defaults(func=run)
 

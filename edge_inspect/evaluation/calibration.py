@@ -18,6 +18,9 @@ threshold (scores are map maxima in RSTPM, so the units agree) and says so in th
 Score normalisation for display: ``clip((score − threshold) / (norm_max − norm_min) + 0.5, 0, 1)``.
 norm_min = median good score, norm_max = threshold + (threshold − median): a typical good part
 shows 0, the threshold 0.5, a part as far above the threshold as typical good is below it 1.
+Heat maps use the same formula around the pixel threshold with ``map_norm_span``: the span the score
+would have if it were the map's maximum (the good maps' maxima through the same quantile and
+margin), so they stay in the map's units when the image score is fused with the global score.
 """
 
 from __future__ import annotations
@@ -75,6 +78,13 @@ def _good_pixels(good_maps) -> np.ndarray:
     return pixels
 
 
+def _map_maxima(good_maps) -> np.ndarray:
+    """The maximum of each good map (same inputs as _good_pixels)."""
+    if isinstance(good_maps, np.ndarray) and good_maps.ndim <= 2:
+        good_maps = [good_maps]
+    return np.asarray([float(np.max(m)) for m in good_maps])
+
+
 def calibrate(good_scores, defect_scores=None, good_maps=None, quantile: float = 0.995,
               margin: float = 1.05, pixel_quantile: float = 0.999) -> Calibration:
     """Thresholds and score statistics from held-out good (and optionally defective) images.
@@ -114,7 +124,12 @@ def calibrate(good_scores, defect_scores=None, good_maps=None, quantile: float =
         method += "; pixel: image threshold (no good maps given)"
 
     median = float(np.median(good))
-    half = max(threshold - median, 1e-6 * max(1.0, abs(threshold)))  # > 0 even for constant scores
+    half = _half_span(threshold, median)
+    map_span = None
+    if good_maps is not None:
+        maxima = _map_maxima(good_maps)
+        q_max = float(np.quantile(maxima, quantile))
+        map_span = 2.0 * _half_span(q_max + (margin - 1.0) * abs(q_max), float(np.median(maxima)))
     log.info("calibration: image threshold %.6g (%s), pixel threshold %.6g", threshold, method, pixel_threshold)
     return Calibration(
         image_threshold=float(threshold),
@@ -125,4 +140,10 @@ def calibrate(good_scores, defect_scores=None, good_maps=None, quantile: float =
         defect_scores=defect_stats,
         norm_min=median,
         norm_max=float(threshold + half),
+        map_norm_span=map_span,
     )
+
+
+def _half_span(threshold: float, median: float) -> float:
+    """threshold − median, kept > 0 even for constant scores."""
+    return max(threshold - median, 1e-6 * max(1.0, abs(threshold)))

@@ -67,6 +67,18 @@ def test_normalisation_maps_median_to_0_and_threshold_to_half():
     assert constant.norm_max > constant.norm_min
 
 
+def test_map_span_is_the_score_span_of_map_maxima_whatever_the_image_score():
+    rng = np.random.default_rng(0)
+    maps = rng.uniform(0, 0.2, size=(20, 8, 8))
+    maps[np.arange(20), 3, 4] = np.linspace(0.3, 0.7, 20)  # one peak per map: maxima 0.3..0.7
+    plain = calibrate(maps.max(axis=(1, 2)), good_maps=maps, quantile=0.9, margin=1.05)
+    assert plain.map_norm_span == pytest.approx(plain.norm_max - plain.norm_min)
+    fused = calibrate(rng.normal(size=20), good_maps=maps, quantile=0.9, margin=1.05)  # z-scored image scores
+    assert fused.map_norm_span == pytest.approx(plain.map_norm_span)
+    assert fused.norm_max - fused.norm_min != pytest.approx(plain.map_norm_span)
+    assert calibrate([1.0, 2.0]).map_norm_span is None  # no maps: heat maps fall back to the score span
+
+
 def test_result_round_trips_through_the_manifest_schema():
     cal = calibrate(np.linspace(0, 1, 50), defect_scores=[2.0, 3.0], good_maps=np.zeros((2, 4, 4)))
     assert Calibration.model_validate_json(cal.model_dump_json()) == cal
