@@ -14,7 +14,7 @@ paper's ablation from the same run (its students train independently, so the map
            when fused, its fused row (paper_fused)
 
 Image AUROC is of each map's max, except for fused (the deployed score) and global. Prints one table
-(image AUROC, pixel AUROC, AUPRO@30 %, image AUROC per defect type) plus the training time, and writes
+(image AUROC, pixel AUROC, AUPRO@30 %, image / pixel AUROC per defect type) plus the training time, and writes
 OUT/quality.json. Example (the 20-minute CPU budget of issue 3):
 
   python benchmarks/quality.py --data ../shared/data --category magnetic_tile --out /tmp/q \
@@ -91,8 +91,8 @@ def score_test_set(model_dir: Path, root: str, category: str, progress: bool = T
 
 
 def table(scores, maps, labels, masks, types, variants=tuple(VARIANTS)) -> dict:
-    """Rows {variant: image AUROC, pixel AUROC, AUPRO@30 %, image AUROC per defect type (each type
-    against all good images)}; "global" has no map, "fused" is scored by the deployed score."""
+    """Rows {variant: image AUROC, pixel AUROC, AUPRO@30 %, image and pixel AUROC per defect type (each
+    type against all good images)}; "global" has no map, "fused" is scored by the deployed score."""
     rows = {}
     for v in variants:
         image_scores = np.asarray(scores["deployed" if v == "fused" else v])

@@ -13,7 +13,8 @@ fitted on a handful of defects rarely transfers.
 
 Pixel threshold: the ``pixel_quantile`` of all good-map pixels (no margin), so defect regions show
 only where the map rises above what good parts show. Without good maps it falls back to the image
-threshold (scores are map maxima in RSTPM, so the units agree) and says so in the method string.
+threshold and says so in the method string (the units agree only when the score is the map's maximum,
+not when it is fused with the image-level Gaussian; export always gives good maps).
 
 Score normalisation for display: ``clip((score − threshold) / (norm_max − norm_min) + 0.5, 0, 1)``.
 norm_min = median good score, norm_max = threshold + (threshold − median): a typical good part
