@@ -48,14 +48,20 @@ def test_st_exponent_zero_trusts_the_discriminator_alone_and_one_is_the_product(
     torch.testing.assert_close(outs[1.0]["rstpm_map"], outs[1.0]["st_map"] * outs[1.0]["disc_prob"], rtol=1e-4, atol=1e-6)
 
 
+def _random_gaussian(head: MapHead, prefix: str, seed: int) -> None:
+    """Give the head's "glob" or "reg" Gaussian a random mean and whitening matrix."""
+    mean = getattr(head, f"{prefix}_mean")
+    dim = mean.shape[1]
+    g = torch.Generator().manual_seed(seed)
+    mean.copy_(torch.randn(1, dim, generator=g))
+    getattr(head, f"{prefix}_whiten").copy_(torch.randn(dim, dim, generator=g) / dim)
+
+
 def test_region_map_is_the_windowed_mahalanobis_distance_and_fuses_with_the_rstpm_map():
     t1, s1, t2, s2 = _features(5)
     cfg = make_config("edge", {"region_weight": 0.5, "region_window": 3, "map_sigma": 0.0, "disc_base": 4, "disc_depth": 2}).model
     head = MapHead(cfg, (4, 4), GLOBAL_CHANNELS, REGION_CHANNELS).eval()  # output size = stride-16 size: no resampling
-    dim = 2 * sum(REGION_CHANNELS)
-    g = torch.Generator().manual_seed(6)
-    head.reg_mean.copy_(torch.randn(1, dim, generator=g))
-    head.reg_whiten.copy_(torch.randn(dim, dim, generator=g) / dim)
+    _random_gaussian(head, "reg", 6)
     head.map_stats.copy_(torch.tensor([0.2, 0.1, 3.0, 2.0]))
     with torch.no_grad():
         out = head(t1, s1, t2, s2)
@@ -73,10 +79,7 @@ def test_global_score_is_the_mahalanobis_distance_and_fuses_with_the_map_max():
     t1, s1, t2, s2 = _features(3)
     cfg = make_config("edge", {"global_weight": 2.0, "disc_base": 4, "disc_depth": 2}).model
     head = MapHead(cfg, (16, 16), GLOBAL_CHANNELS, REGION_CHANNELS).eval()
-    dim = 2 * sum(GLOBAL_CHANNELS)
-    g = torch.Generator().manual_seed(4)
-    head.glob_mean.copy_(torch.randn(1, dim, generator=g))
-    head.glob_whiten.copy_(torch.randn(dim, dim, generator=g) / dim)
+    _random_gaussian(head, "glob", 4)
     head.score_stats.copy_(torch.tensor([0.3, 0.2, 5.0, 4.0]))
     with torch.no_grad():
         out = head(t1, s1, t2, s2)
