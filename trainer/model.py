@@ -186,10 +186,9 @@ class MapHead(nn.Module):
     Mahalanobis distance of window-pooled stride-16 teacher features from the good images' Gaussian;
     anomaly_map = rstpm_map, or with region_weight r > 0 z(rstpm_map) + r·z(region_map) (pixel stats of
     held-out good images); st_map, stpm_map (STPM pair only) and disc_prob, (B,1,H,W), for diagnostics
-    and ablations; global_score (B,): Mahalanobis
-    distance of the teachers' pooled features (strides 8, 16) from the good images' Gaussian; score (B,):
-    max of anomaly_map, or with global_weight w > 0 the fused z(max) + w·z(global_score), each standardised
-    with its mean/std on held-out good images.
+    and ablations; global_score (B,): Mahalanobis distance of the teachers' pooled features (strides 8,
+    16) from the good images' Gaussian; score (B,): max of anomaly_map, or with global_weight w > 0 the
+    fused z(max) + w·z(global_score), each standardised with its mean/std on held-out good images.
     """
 
     def __init__(self, cfg: ModelConfig, image_size: tuple[int, int], global_channels: list[int], region_channels: list[int]):
@@ -211,19 +210,20 @@ class MapHead(nn.Module):
         # the good-image mean/std of [local score, global score] that put both on one scale (after stage 2).
         self.global_weight = float(cfg.global_weight)
         self.global_channels = list(global_channels)
-        dim = 2 * sum(self.global_channels)
-        self.register_buffer("glob_mean", torch.zeros(1, dim))
-        self.register_buffer("glob_whiten", torch.eye(dim))
+        self._gaussian_buffers("glob", 2 * sum(self.global_channels))
         self.register_buffer("score_stats", torch.tensor([0.0, 1.0, 0.0, 1.0]))
-        self.register_buffer("glob_fitted", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("glob_fitted", torch.zeros((), dtype=torch.bool))  # set once both Gaussians are fitted
         # Regional Gaussian (one for all positions) and the good-image pixel mean/std of [RSTPM map, regional map].
         self.region_weight = float(cfg.region_weight)
         self.region_window = int(cfg.region_window)
         self.region_channels = list(region_channels)
-        rdim = 2 * sum(self.region_channels)
-        self.register_buffer("reg_mean", torch.zeros(1, rdim))
-        self.register_buffer("reg_whiten", torch.eye(rdim))
+        self._gaussian_buffers("reg", 2 * sum(self.region_channels))
         self.register_buffer("map_stats", torch.tensor([0.0, 1.0, 0.0, 1.0]))
+
+    def _gaussian_buffers(self, prefix: str, dim: int) -> None:
+        """``{prefix}_mean`` (1, dim) and ``{prefix}_whiten`` (dim, dim), filled by trainer.gaussian.fit_gaussian."""
+        self.register_buffer(f"{prefix}_mean", torch.zeros(1, dim))
+        self.register_buffer(f"{prefix}_whiten", torch.eye(dim))
 
     def pair_maps(self, t1: list[torch.Tensor], s1: list[torch.Tensor], t2: list[torch.Tensor] | None, s2: list[torch.Tensor] | None):
         """1 − cos per pair and scale at stride 4: pair 1 (B,3,h4,w4) and pair 2 (same, or None)."""

@@ -268,7 +268,7 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
 @torch.no_grad()
 def _set_map_normalisation(model: RSTPM, images: torch.Tensor, device, batch: int) -> None:
     """On good training images: per-map mean/std of the discriminator's input → its input scaling, and
-    the Gaussian of the teachers' pooled features → the image-level global score."""
+    the Gaussians of the teachers' pooled features (image-level score) and window statistics (regional map)."""
     model.eval()
     head = model.head
     acc, pooled, windows = [], [], []
