@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ManifestError
 
 # 2: Calibration.map_norm_span (heat maps keep the map's own units when the image score is fused).
-# Version-1 manifests still load; their heat maps use the score span, as they always did.
-SCHEMA_VERSION = 2
+# 3: Calibration.threshold_model (the image threshold as a target false-reject rate, with its uncertainty),
+#    score_lower_bound / map_lower_bound (the range a threshold must lie in) and score_fusion (how the
+#    image score splits into map and image-level parts).
+# Version-1 and 2 manifests still load; they have none of the schema-3 fields (all optional).
+SCHEMA_VERSION = 3
 MANIFEST_NAME = "manifest.json"
 
 
@@ -62,20 +66,105 @@ class GraphSpec(_Strict):
     params: int | None = None
     gmacs: float | None = None  # per single 256² image (or the manifest input size)
 
+    @field_validator("file")
+    @classmethod
+    def _inside_folder(cls, value: str) -> str:
+        p = Path(value)
+        if p.is_absolute() or ".." in p.parts or not value.strip():
+            raise ValueError(f"graph file {value!r} must be a plain name inside the model folder")
+        return value
+
+
+def _finite(value: float | None, what: str) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    return value
+
 
 class ScoreStats(_Strict):
-    count: int
+    count: int = Field(ge=0)
     mean: float
     std: float
     min: float
     max: float
     quantiles: dict[str, float] = Field(default_factory=dict)  # "0.5", "0.99", ...
 
+    @model_validator(mode="after")
+    def _all_finite(self) -> ScoreStats:
+        for name in ("mean", "std", "min", "max"):
+            _finite(getattr(self, name), name)
+        for q, v in self.quantiles.items():
+            _finite(v, f"quantile {q}")
+        return self
+
+
+class ThresholdModel(_Strict):
+    """The fitted distribution of good-part image scores behind the image threshold (schema 3).
+
+    Raw score x → z = (x − center) / scale → y = Yeo-Johnson(z, yj_lambda) (1.0: no transform);
+    y of good parts is taken as normal(mean, std) with both estimated from ``n`` scores, so a new good
+    part's y follows a Student t with n − 1 degrees of freedom scaled by std·√(1 + 1/n) (the predictive
+    distribution). The threshold is that distribution's (1 − target_frr) quantile.
+    See edge_inspect.threshold_model.
+    """
+
+    method: Literal["t-predictive"] = "t-predictive"
+    n: int = Field(ge=2)
+    center: float
+    scale: float = Field(gt=0)
+    yj_lambda: float = Field(ge=0, le=2)
+    mean: float
+    std: float = Field(gt=0)
+    target_frr: float = Field(gt=0, lt=0.5)  # the false-reject rate the threshold was set for
+    expected_frr: float = Field(ge=0, le=1)  # the model's false-reject rate at image_threshold
+    confidence: float = Field(gt=0, lt=1)  # level of the two intervals below
+    frr_interval: tuple[float, float]  # false-reject rate at image_threshold, bootstrap interval
+    threshold_interval: tuple[float, float]  # threshold for target_frr, bootstrap interval (score units)
+    source: str  # what the good scores were: "held-out training goods, cross-fitted", "site teach ..."
+    calibrated_at: str
+
+    @model_validator(mode="after")
+    def _all_finite(self) -> ThresholdModel:
+        for name in ("center", "scale", "yj_lambda", "mean", "std", "target_frr", "expected_frr"):
+            _finite(getattr(self, name), name)
+        for name in ("frr_interval", "threshold_interval"):
+            lo, hi = getattr(self, name)
+            _finite(lo, name)
+            _finite(hi, name)
+            if lo > hi:
+                raise ValueError(f"{name} must be [low, high], got [{lo}, {hi}]")
+        return self
+
+
+class ScoreFusion(_Strict):
+    """How the image score is built when it is fused (schema 3): score = local + weight·(g − mean)/std,
+    where g is the graph output ``global_score`` (image-level Gaussian distance) and local the z-scored
+    maximum of the anomaly map. Lets eval and predict say how much of a score each part contributed."""
+
+    global_output: str = "global_score"
+    global_weight: float = Field(ge=0)
+    global_mean: float
+    global_std: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _all_finite(self) -> ScoreFusion:
+        for name in ("global_weight", "global_mean", "global_std"):
+            _finite(getattr(self, name), name)
+        return self
+
+    def global_part(self, global_score: float) -> float:
+        """The image-level Gaussian's share of the image score."""
+        return self.global_weight * (global_score - self.global_mean) / self.global_std
+
 
 class Calibration(_Strict):
-    """Thresholds and raw-score statistics from held-out images at export time."""
+    """Thresholds and raw-score statistics from held-out images (at export, or ``edge-inspect calibrate``).
 
-    image_threshold: float  # the default threshold in force (quantile of good scores × margin)
+    Every number that decides a verdict must be finite; thresholds must not lie below the score's
+    (or map's) lower bound, where every part would be NG. Violations fail validation at load.
+    """
+
+    image_threshold: float  # the threshold in force by default; parts are NG when score > threshold
     image_threshold_method: str
     image_threshold_f1: float | None = None  # F1-optimal, when labelled defects were given
     pixel_threshold: float  # for defect regions on the anomaly map
@@ -86,6 +175,36 @@ class Calibration(_Strict):
     norm_max: float
     # heat maps: clip((map - pixel_threshold) / map_norm_span + 0.5, 0, 1); None: the score span above
     map_norm_span: float | None = None
+    # schema 3 (all optional so older manifests load)
+    threshold_model: ThresholdModel | None = None
+    score_lower_bound: float | None = None  # the least score the graphs can give (0 for a map maximum); None: unbounded
+    map_lower_bound: float | None = None  # the same for anomaly-map pixels
+    escape_rate: float | None = Field(default=None, ge=0, le=1)  # share of the calibration defects passed at image_threshold
+    escape_interval: tuple[float, float] | None = None  # its Wilson interval at threshold_model.confidence (or 0.9)
+    defects_source: str | None = None
+
+    @model_validator(mode="after")
+    def _deciding_numbers(self) -> Calibration:
+        for name in ("image_threshold", "image_threshold_f1", "pixel_threshold", "norm_min", "norm_max",
+                     "map_norm_span", "score_lower_bound", "map_lower_bound"):
+            _finite(getattr(self, name), name)
+        if self.norm_max <= self.norm_min:
+            raise ValueError(f"norm_max ({self.norm_max}) must be greater than norm_min ({self.norm_min})")
+        if self.map_norm_span is not None and self.map_norm_span <= 0:
+            raise ValueError(f"map_norm_span must be > 0, got {self.map_norm_span}")
+        check_threshold(self.image_threshold, self.score_lower_bound, "image_threshold")
+        check_threshold(self.pixel_threshold, self.map_lower_bound, "pixel_threshold")
+        return self
+
+
+def check_threshold(value: float, lower_bound: float | None, what: str) -> float:
+    """``value`` if it is a usable threshold: a finite number not below ``lower_bound`` (the least score the
+    model gives; below it every part would be NG). Raises ValueError naming ``what`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, got {value!r}")
+    if lower_bound is not None and value < lower_bound:
+        raise ValueError(f"{what} {value:g} is below the score's lower bound {lower_bound:g} (every part would be NG)")
+    return float(value)
 
 
 class EngineRecord(_Strict):
@@ -130,6 +249,7 @@ class Manifest(_Strict):
     map_output: str = "anomaly_map"
     extra_outputs: list[str] = Field(default_factory=list)  # e.g. st_map, disc_prob for diagnostics
     calibration: Calibration
+    score_fusion: ScoreFusion | None = None  # schema 3: set when the image score is fused with global_score
     provenance: Provenance
     engines: list[EngineRecord] = Field(default_factory=list)
 
@@ -184,7 +304,8 @@ def load_manifest(model_dir: str | Path, verify_files: bool = True) -> Manifest:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise ManifestError(f"{path}: invalid field '{loc}': {first['msg']}") from exc
+        msg = first["msg"].removeprefix("Value error, ")
+        raise ManifestError(f"{path}: invalid field '{loc}': {msg}") from exc
     if verify_files:
         for g in manifest.graphs:
             gp = Path(model_dir) / g.file
@@ -201,6 +322,7 @@ def save_manifest(manifest: Manifest, model_dir: str | Path) -> Path:
     """Write the manifest atomically (temp file + rename) so a reader never sees half a file."""
     path = Path(model_dir) / MANIFEST_NAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2) + "\n")
+    # allow_nan=False: a non-finite number never reaches disk (the validators refuse it on load anyway)
+    tmp.write_text(json.dumps(manifest.model_dump(mode="json"), indent=2, allow_nan=False) + "\n")
     tmp.replace(path)
     return path

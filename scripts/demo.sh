@@ -7,14 +7,13 @@ ei="$venv/bin/edge-inspect"
 out=${DEMO_OUT:-demo-out}
 mkdir -p "$out"
 echo "== 1/5 synthetic MVTec-format category"
-"$ei" synth --out "$out/data" --category widget --n-train 60 --n-test-good 16 --n-test-per-defect 8 --seed 0
+# 80 good images: 20 are held out to set the threshold (trainer.data.MIN_HOLDOUT), 60 train the model.
+"$ei" synth --out "$out/data" --category widget --n-train 80 --n-test-good 24 --n-test-per-defect 8 --seed 0
 echo "== 2/5 train (edge profile, small settings for a CPU demo)"
 "$ei" train --data "$out/data" --category widget --out "$out/run" --profile edge \
   --epochs1 ${DEMO_EPOCHS1:-12} --epochs2 ${DEMO_EPOCHS2:-20} --set pool_factor=2.0
-echo "== 3/5 export ONNX graphs + manifest"
-# Only 6 good images are held out here, so their 0.995 quantile is close to their max: a wider
-# margin keeps the demo's false rejects down (real lines: calibrate with --calibration-defects).
-"$ei" export --run "$out/run" --out "$out/model" --margin 1.2
+echo "== 3/5 export ONNX graphs + manifest (threshold for 0.5 % false rejects, from the 20 held-out goods)"
+"$ei" export --run "$out/run" --out "$out/model"
 echo "== 4/5 evaluate through the deployed ONNX path"
 "$ei" eval --model "$out/model" --data "$out/data" --category widget --out "$out/eval"
 if [ -f edge_inspect/cli/run_cmd.py ] && [ -f scripts/demo-line.sh ]; then

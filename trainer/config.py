@@ -57,7 +57,8 @@ class TrainConfig:
     textures_dir: str | None = None
     # data
     max_train_images: int | None = None
-    holdout_fraction: float = 0.1  # good images held out for threshold calibration
+    # good images held out for the score statistics and the threshold (at least data.MIN_HOLDOUT, see there)
+    holdout_fraction: float = 0.2
     augment: bool = False
     seed: int = 0
     device: str = "auto"

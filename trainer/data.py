@@ -12,13 +12,23 @@ from edge_inspect.errors import DataError
 from edge_inspect.manifest import InputSpec
 from edge_inspect.preprocess import preprocess
 
+# Held-out goods set the threshold: fewer than about 20 cannot pin a 0.5 % false-reject rate (the
+# threshold model's interval says how wide it gets), so small sets give up to a third of their images.
+MIN_HOLDOUT = 20
+
 
 def split_train_holdout(samples: list[Sample], holdout_fraction: float, max_images: int | None, seed: int):
-    """Seeded split of good training samples into (train, holdout); holdout calibrates thresholds."""
+    """Seeded split of good training samples into (train, holdout); holdout calibrates thresholds.
+
+    Holds out ``holdout_fraction`` of the images, but at least MIN_HOLDOUT (at most a third of the set)
+    and at least 2 when there are 4 or more images and the fraction is > 0.
+    """
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(samples))
     samples = [samples[i] for i in order]
     n_hold = int(round(len(samples) * holdout_fraction)) if len(samples) >= 10 else 0
+    if holdout_fraction > 0 and len(samples) >= 10:
+        n_hold = max(n_hold, min(MIN_HOLDOUT, len(samples) // 3))
     if holdout_fraction > 0 and len(samples) >= 4:
         n_hold = max(n_hold, 2)
     holdout, train = samples[:n_hold], samples[n_hold:]

@@ -3,6 +3,7 @@
 Graph I/O names are global tensor names (see edge_inspect.manifest), so the runtime wires the graphs
 by name. Thresholds are calibrated on the run's held-out good images *through the exported graphs*
 (ONNX Runtime), so the numbers match what runs on the line, and are stored in the manifest only.
+The manifest is written last and atomically: a folder whose export failed has none and does not load.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from torch import nn
 
 from edge_inspect import __version__
 from edge_inspect.data.mvtec import load_image
-from edge_inspect.errors import ConfigError, DataError, ModelError
+from edge_inspect.errors import ConfigError, ModelError
 from edge_inspect.manifest import (
     GraphSpec,
     Manifest,
     Provenance,
+    ScoreFusion,
     TensorSpec,
     save_manifest,
     sha256_file,
@@ -32,7 +34,7 @@ from edge_inspect.manifest import (
 from .config import TrainConfig, make_config
 from .flops import count_macs, count_params
 from .model import RSTPM, MapHead
-from .train import input_spec, load_trained, set_score_stats
+from .train import cross_fitted, input_spec, load_trained, set_score_stats
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -130,25 +132,39 @@ def _flat(cfg: TrainConfig) -> dict:
     return {**d.pop("model"), **d}
 
 
+# What an export writes; a folder holding only these (e.g. left by a failed export) may be written again.
+_EXPORT_FILES = {f"{name}.onnx" for name in ("teacher1", "student1", "teacher2", "student2", "discriminator")} | {
+    "manifest.json", "manifest.json.tmp", "training_history.json", "calibrations"}
+
+
 @torch.no_grad()
-def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | Path | None = None, quantile: float = 0.995,
-           margin: float = 1.05, head_settings: dict | None = None) -> Path:
+def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | Path | None = None,
+           target_frr: float = 0.005, head_settings: dict | None = None) -> Path:
     """Write ``out_dir`` (ONNX graphs + manifest.json) from ``run_dir/model.pt``; returns out_dir.
 
-    ``head_settings`` overrides how maps are combined and scored (keys in HEAD_SETTINGS) without retraining.
+    The image threshold is set for ``target_frr`` (false-reject rate of good parts) from the run's held-out
+    good images, scored through the exported graphs and cross-fitted (trainer.train.cross_fitted).
+    ``calibration_defects``: a folder of labelled defective images (good/ under it is left out): the escape
+    rate at the threshold and the F1-optimal threshold are stored too. ``head_settings`` overrides how maps
+    are combined and scored (keys in HEAD_SETTINGS) without retraining. The manifest is written once, at
+    the end: a failed export leaves no loadable folder.
     """
+    from edge_inspect.data.mvtec import defect_images
+
+    defects = defect_images(calibration_defects) if calibration_defects is not None else None  # refuse early
     model, cfg, ckpt = load_trained(run_dir)
     model, cfg = with_head_settings(model, cfg, head_settings, ckpt)
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()) and not (out / "manifest.json").is_file():
+    if out.exists() and any(p.name not in _EXPORT_FILES for p in out.iterdir()):
         raise ModelError(f"{out} exists and is not a model folder; choose an empty or new --out")
     out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)  # until the new one is complete, the folder does not load
     spec = input_spec(cfg)
     x = torch.zeros(1, 3, spec.height, spec.width)
     tensors: dict[str, torch.Tensor] = {"image": x}
     graphs: list[GraphSpec] = []
     total_gmacs = 0.0
-    for name, wrapper, in_names, out_names in _graphs(model):
+    for name, wrapper, in_names, out_names in _progress(_graphs(model), "exporting graphs"):
         wrapper.eval()
         args = tuple(tensors[n] for n in in_names)
         outs = wrapper(*args)
@@ -171,14 +187,18 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
 
     from edge_inspect.evaluation.calibration import calibrate
 
-    # Calibrate on held-out good images through the exported graphs (what runs on the line).
     data = ckpt["data"]
     cat_dir = Path(data["root"]) / data["category"]
-    holdout = [cat_dir / p for p in data["holdout"]]
-    provisional = Manifest(
+    head = model.head
+    fused_score, fused_map = head.global_weight > 0, head.region_weight > 0
+    score_fusion = None
+    if fused_score:
+        _, _, g_mean, g_std = (float(v) for v in head.score_stats)
+        score_fusion = ScoreFusion(global_weight=head.global_weight, global_mean=g_mean, global_std=g_std)
+    unfinished = Manifest(
         model_id=f"rstpm-{cfg.profile}-{data['category']}", profile=cfg.profile, input=spec, graphs=graphs,
         extra_outputs=["st_map", "stpm_map", "disc_prob", "global_score", "rstpm_map", "region_map"],
-        calibration=_placeholder_calibration(),
+        calibration=_placeholder_calibration(), score_fusion=score_fusion,
         provenance=Provenance(
             code_version=__version__, created_at=utc_now(), training_config=cfg.to_dict(), data_fingerprint=data["fingerprint"],
             torch_version=ckpt.get("torch_version"), onnx_opset=OPSET, run_dir=str(Path(run_dir).resolve()),
@@ -186,43 +206,62 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
             + (f"; head settings changed at export: {head_settings}" if head_settings else ""),
         ),
     )
-    save_manifest(provisional, out)
-    good_scores, good_maps = _score_files(out, provisional, holdout)
-    if len(good_scores) < 2:
-        log.warning("fewer than 2 held-out good images; calibrating on training images (thresholds will be optimistic)")
-        good_scores, good_maps = _score_files(out, provisional, [cat_dir / p for p in data["train"][:32]])
-    defect_scores = None
-    if calibration_defects is not None:
-        files = sorted(p for p in Path(calibration_defects).rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
-        if not files:
-            raise DataError(f"no images found in --calibration-defects {calibration_defects}")
-        defect_scores, _ = _score_files(out, provisional, files)
-    calibration = calibrate(good_scores, defect_scores=defect_scores, good_maps=good_maps, quantile=quantile, margin=margin)
-    manifest = provisional.model_copy(update={"calibration": calibration})
-    save_manifest(manifest, out)
+    # Calibrate on held-out good images through the exported graphs (what runs on the line).
+    holdout = [cat_dir / p for p in data["holdout"]]
+    source = f"{len(holdout)} held-out training goods, cross-fitted"
+    if len(holdout) < 2:
+        log.warning("fewer than 2 held-out good images; calibrating on training images (the threshold will be too low: "
+                    "retrain with a larger holdout_fraction, or run 'edge-inspect calibrate --goods DIR' on new goods)")
+        holdout = [cat_dir / p for p in data["train"][:32]]
+        source = f"{len(holdout)} TRAINING goods (no held-out images; optimistic)"
+    parts = _score_files(out, unfinished, holdout, "scoring held-out goods")
+    good_scores, good_maps = cross_fitted(head, *(torch.from_numpy(parts[k]) for k in ("rstpm_map", "region_map", "global_score")))
+    good_scores, good_maps = good_scores.numpy(), good_maps.numpy()
+    defect_scores = defects_source = None
+    if defects is not None:
+        files, defects_source = defects
+        log.info("calibration defects: %s", defects_source)
+        defect_scores = _score_files(out, unfinished, files, "scoring calibration defects")["score"]
+    calibration = calibrate(
+        good_scores, defect_scores=defect_scores, good_maps=good_maps, target_frr=target_frr, source=source,
+        defects_source=defects_source, score_lower_bound=None if (fused_score or fused_map) else 0.0,
+        map_lower_bound=None if fused_map else 0.0,
+    )
+    manifest = unfinished.model_copy(update={"calibration": calibration})
     if (Path(run_dir) / "history.json").is_file():
         shutil.copy2(Path(run_dir) / "history.json", out / "training_history.json")
+    save_manifest(Manifest.model_validate(manifest.model_dump()), out)
     log.info("model folder %s: %.3f GMACs total, image threshold %.5f", out, total_gmacs, calibration.image_threshold)
     return out
 
 
+def _progress(items, desc: str):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return items
+    return tqdm(items, desc=desc, dynamic_ncols=True, leave=False)
+
+
 def _placeholder_calibration():
+    """A valid calibration for the in-memory manifest used while scoring; never written to disk."""
     from edge_inspect.manifest import Calibration, ScoreStats
 
     z = ScoreStats(count=0, mean=0.0, std=0.0, min=0.0, max=0.0)
-    return Calibration(image_threshold=float("inf"), image_threshold_method="uncalibrated", pixel_threshold=float("inf"),
+    return Calibration(image_threshold=0.0, image_threshold_method="uncalibrated", pixel_threshold=0.0,
                        good_scores=z, norm_min=0.0, norm_max=1.0)
 
 
-def _score_files(model_dir: Path, manifest: Manifest, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """Scores (N,) and maps (N,H,W) of image files through the exported graphs (ONNX Runtime)."""
+def _score_files(model_dir: Path, manifest: Manifest, files: list[Path], desc: str) -> dict[str, np.ndarray]:
+    """Every output of the exported graphs (ONNX Runtime) for image files, stacked: score (N,), maps (N,1,H,W)."""
     from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
     from edge_inspect.preprocess import preprocess
 
-    scores, maps = [], []
+    outputs: dict[str, list[np.ndarray]] = {}
     with OnnxRuntimeBackend(model_dir, manifest) as backend:
-        for f in files:
+        for f in _progress(files, desc):
             out = backend.infer({"image": preprocess(load_image(f), manifest.input, channel_order="RGB")})
-            scores.append(float(out["score"][0]))
-            maps.append(out["anomaly_map"][0, 0])
-    return np.asarray(scores, np.float64), (np.stack(maps) if maps else np.zeros((0, 1, 1), np.float32))
+            for k, v in out.items():
+                outputs.setdefault(k, []).append(np.asarray(v, np.float32))
+    return {k: np.concatenate(v).astype(np.float64 if k in ("score", "global_score") else np.float32)
+            for k, v in outputs.items()}

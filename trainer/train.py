@@ -305,20 +305,85 @@ def set_score_stats(model: RSTPM, cfg: TrainConfig, holdout: list[Path], train_i
         images = train_images
     else:
         raise DataError("score statistics need held-out good images, and this run has none")
+    rstpm, region, glob = head_components(model, images, device, batch)
+    map_stats, score_stats = score_statistics(model.head, rstpm, region, glob)
+    model.head.map_stats.copy_(map_stats)
+    model.head.score_stats.copy_(score_stats)
+
+
+@torch.no_grad()
+def head_components(model: RSTPM, images: torch.Tensor, device="cpu", batch: int = 16):
+    """What the fused map and score are made of, for ``images`` (N,3,H,W): RSTPM map (N,1,H,W), regional
+    map (N,1,H,W) and image-level distance (N,), on the CPU."""
     model.eval()
-    head = model.head
     rstpm, region, glob = [], [], []
     for i in range(0, len(images), batch):
         out = model(_cl(images[i : i + batch].to(device)))
         rstpm.append(out["rstpm_map"].float().cpu())
         region.append(out["region_map"].float().cpu())
         glob.append(out["global_score"].float().cpu())
-    rstpm, region, glob = torch.cat(rstpm), torch.cat(region), torch.cat(glob)
+    return torch.cat(rstpm), torch.cat(region), torch.cat(glob)
+
+
+@torch.no_grad()
+def score_statistics(head, rstpm: torch.Tensor, region: torch.Tensor, glob: torch.Tensor):
+    """Good-image statistics of the fusion, from components as head_components gives them: map_stats (4,)
+    = pixel mean/std of the RSTPM and regional maps, score_stats (4,) = mean/std of the local score (the
+    fused map's max under those map stats) and of the global distance. Leaves ``head`` unchanged."""
     std = lambda v: v.std().clamp_min(1e-6) if v.numel() > 1 else torch.tensor(1.0)  # noqa: E731
-    head.map_stats.copy_(torch.stack([rstpm.mean(), std(rstpm), region.mean(), std(region)]))
-    final = head.fused_map(rstpm, region) if head.region_weight > 0 else rstpm
-    local = head.image_score(final)
-    head.score_stats.copy_(torch.stack([local.mean(), std(local), glob.mean(), std(glob)]))
+    map_stats = torch.stack([rstpm.mean(), std(rstpm), region.mean(), std(region)])
+    with _head_stats(head, map_stats, head.score_stats):
+        final = head.fused_map(rstpm, region) if head.region_weight > 0 else rstpm
+        local = head.image_score(final)
+    return map_stats, torch.stack([local.mean(), std(local), glob.mean(), std(glob)])
+
+
+@torch.no_grad()
+def fused_outputs(head, rstpm: torch.Tensor, region: torch.Tensor, glob: torch.Tensor, map_stats, score_stats):
+    """The final map (N,1,H,W) and image score (N,) the head gives these components under the given stats."""
+    with _head_stats(head, map_stats, score_stats):
+        final = head.fused_map(rstpm, region) if head.region_weight > 0 else rstpm
+        local = head.image_score(final)
+        score = head.fused_score(local, glob) if head.global_weight > 0 else local
+    return final, score
+
+
+class _head_stats:
+    """Context manager: the head computes with the given map/score stats, and gets its own back after."""
+
+    def __init__(self, head, map_stats, score_stats):
+        self.head, self.new = head, (map_stats, score_stats)
+
+    def __enter__(self):
+        self.saved = (self.head.map_stats.clone(), self.head.score_stats.clone())
+        self.head.map_stats.copy_(self.new[0])
+        self.head.score_stats.copy_(self.new[1])
+
+    def __exit__(self, *exc):
+        self.head.map_stats.copy_(self.saved[0])
+        self.head.score_stats.copy_(self.saved[1])
+
+
+def cross_fitted(head, rstpm: torch.Tensor, region: torch.Tensor, glob: torch.Tensor, folds: int = 10):
+    """Held-out scores (N,) and final maps (N,1,H,W) of good images whose statistics also set the fusion.
+
+    The fused score standardises its parts with statistics of the held-out goods; scoring those same goods
+    with them would make them look tighter than a new part (their z-scores are exactly standardised).
+    Each of ``folds`` folds is scored with statistics from the other folds instead, as a new part is.
+    Without fusion (both weights 0) nothing is fitted on these images and the scores are the graph's.
+    """
+    n = len(glob)
+    if head.region_weight == 0 and head.global_weight == 0:
+        maps, scores = fused_outputs(head, rstpm, region, glob, head.map_stats, head.score_stats)
+        return scores, maps
+    folds = max(2, min(folds, n))
+    fold_of = torch.arange(n) % folds
+    scores, maps = torch.empty(n), torch.empty_like(rstpm)
+    for k in range(folds):
+        test, rest = fold_of == k, fold_of != k
+        stats = score_statistics(head, rstpm[rest], region[rest], glob[rest])
+        maps[test], scores[test] = fused_outputs(head, rstpm[test], region[test], glob[test], *stats)
+    return scores, maps
 
 
 @torch.no_grad()

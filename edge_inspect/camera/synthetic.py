@@ -20,6 +20,24 @@ from .trigger import PendingTriggers
 log = logging.getLogger(__name__)
 
 
+def part_rng(seed: int, seq: int) -> np.random.Generator:
+    """The generator that draws part ``seq`` of a synthetic line with ``seed``: its class first, then its image."""
+    return np.random.default_rng([int(seed), int(seq)])
+
+
+def draw_truth(rng: np.random.Generator, defect_rate: float) -> str | None:
+    """The part's defect type, or None for a good part: the first draws of ``part_rng``."""
+    from ..data.synth import DEFECT_TYPES
+
+    return str(rng.choice(tuple(DEFECT_TYPES))) if rng.random() < defect_rate else None
+
+
+def true_class(seed: int, seq: int, defect_rate: float) -> str:
+    """What part ``seq`` of a synthetic line is ("good" or a defect type), without rendering it; lets a
+    demo or benchmark check verdicts against the truth from the wire's sequence numbers alone."""
+    return draw_truth(part_rng(seed, seq), defect_rate) or "good"
+
+
 class SyntheticSource(FrameSource):
     """Rendered parts, paced at ``fps`` (0 = as fast as possible), forever or ``count`` frames.
 
@@ -49,16 +67,15 @@ class SyntheticSource(FrameSource):
         self.name = name
         self.nominal_fps = self.fps or None
         self._render = None
-        self._defects: tuple[str, ...] = ()
         self._pending = PendingTriggers()
         self._next_seq = 0
         self._t0 = 0.0
         self._last_due: float | None = None
 
     def open(self) -> None:
-        from ..data.synth import DEFECT_TYPES, render_part
+        from ..data.synth import render_part
 
-        self._render, self._defects = render_part, tuple(DEFECT_TYPES)
+        self._render = render_part
         self._t0 = time.monotonic()
         self._last_due = None
 
@@ -113,8 +130,8 @@ class SyntheticSource(FrameSource):
 
     def _make(self, seq: int, part_id: str | None) -> Frame:
         t_capture, t_wall = time.monotonic(), time.time()
-        rng = np.random.default_rng([self.seed, seq])
-        defect = str(rng.choice(self._defects)) if rng.random() < self.defect_rate else None
+        rng = part_rng(self.seed, seq)
+        defect = draw_truth(rng, self.defect_rate)
         rgb, mask = self._render(rng, self.size, defect)
         self._next_seq = seq + 1
         return Frame(

@@ -22,6 +22,7 @@ SUBCOMMANDS = [
     "synth",  # make a synthetic MVTec-format category
     "train",  # train RSTPM (needs the [train] extra)
     "export",  # export ONNX graphs + manifest (needs [train])
+    "calibrate",  # new thresholds from good parts on site, without retraining
     "eval",  # evaluate a model folder on an MVTec-format category
     "run",  # the line: camera -> model -> verdicts over ZeroMQ
     "bench",  # model-only vs pipeline throughput

@@ -33,6 +33,45 @@ def _fmt(value, pct: bool = False) -> str:
     return f"{value:.2%}" if pct else f"{value:.4f}"
 
 
+def _point(p: dict) -> str:
+    """'threshold T: false rejects A, escapes B' for one operating point, or n/a with its reason."""
+    if p["threshold"] is None:
+        return f"n/a ({p['reason']})"
+    return (f"threshold {p['threshold']:.6g}: false rejects {_fmt(p['false_reject_rate'], True)}, "
+            f"escapes {_fmt(p['escape_rate'], True)}")
+
+
+def _interval(iv) -> str:
+    return "n/a" if iv is None else f"{iv[0]:.2%}-{iv[1]:.2%}"
+
+
+def operating_point_lines(op: dict) -> list[str]:
+    """The CLI summary of metrics.json's "operating_point" (all but the curve itself)."""
+    c = op["confusion"]
+    lines = [
+        f"operating point ({op['decision_rule']}):",
+        f"  at the threshold in force: {c['true_ok']} good OK, {c['false_reject']} false rejects, "
+        f"{c['escape']} escapes, {c['caught']} defects caught",
+        f"  escapes at 1% false rejects: {_point(op['escape_rate_at_1pct_false_rejects'])}",
+        f"  false rejects at 0 escapes: {_point(op['false_reject_rate_at_zero_escapes'])}",
+        f"  suggested thresholds, measured on {op['suggested_thresholds']['measured_on']} "
+        "(for information only; set the line with 'edge-inspect calibrate' on good parts):",
+    ]
+    for p in op["suggested_thresholds"]["points"]:
+        lines.append(f"    false rejects <= {p['target_false_reject_rate']:.1%}: {_point(p)}")
+    cal = op.get("calibration")
+    if cal is None:
+        lines.append(f"  calibration check: skipped ({op.get('calibration_skipped')})")
+    else:
+        agree = {True: "agrees", False: "DISAGREES", None: "cannot tell"}[cal["consistent"]]
+        lines.append(
+            f"  calibration at {cal['threshold']:.6g}: expected false rejects {_fmt(cal['expected_false_reject_rate'], True)} "
+            f"({cal['confidence']:.0%} interval {_interval(cal['expected_false_reject_interval'])}), measured on the test "
+            f"goods {_fmt(cal['measured_false_reject_rate'], True)} ({cal['measured_false_rejects']}/{cal['good']}, "
+            f"{_interval(cal['measured_false_reject_interval'])}): {agree}")
+    return lines
+
+
 def handle(args) -> int:
     from ..errors import ConfigError
     from ..evaluation.runner import evaluate
@@ -63,6 +102,8 @@ def handle(args) -> int:
     for name, info in m["per_defect_type"].items():
         print(f"  {'  ' + name:<{width}}  AUROC {_fmt(info['auroc'])}, escapes {_fmt(info['escape_rate'], True)} "
               f"of {info['count']}")
+    for line in operating_point_lines(m["operating_point"]):
+        print(f"  {line}")
     if m.get("pixel_metrics_skipped"):
         print(f"  pixel metrics skipped: {m['pixel_metrics_skipped']}")
     for s in m["skipped"]:

@@ -10,9 +10,11 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="export a run to a model folder (ONNX graphs + manifest)")
     p.add_argument("--run", required=True, help="training run folder (holds model.pt)")
     p.add_argument("--out", required=True, help="model folder to write")
-    p.add_argument("--calibration-defects", help="folder of labelled defective images: also store the F1-optimal threshold")
-    p.add_argument("--quantile", type=float, default=0.995, help="quantile of held-out good scores for the threshold")
-    p.add_argument("--margin", type=float, default=1.05, help="threshold = quantile × margin")
+    p.add_argument("--calibration-defects", metavar="DIR",
+                   help="folder of labelled defective images (an MVTec test/ folder works: good/ is left out): "
+                   "store the escape rate at the threshold and the F1-optimal threshold")
+    p.add_argument("--target-frr", type=float, default=0.005, metavar="RATE",
+                   help="false-reject rate of good parts the image threshold is set for (0.005 = 0.5 %%)")
     p.add_argument(
         "--head", action="append", default=[], metavar="KEY=VALUE",
         help="change how maps are combined without retraining: st_exponent (1 = paper's product, 0 = discriminator "
@@ -25,7 +27,7 @@ def register(sub) -> None:
 def run(args) -> int:
     export = import_trainer("export")
     out = export.export(
-        args.run, args.out, calibration_defects=args.calibration_defects, quantile=args.quantile, margin=args.margin,
+        args.run, args.out, calibration_defects=args.calibration_defects, target_frr=args.target_frr,
         head_settings=parse_sets(args.head, "--head"),
     )
     from ..manifest import load_manifest
@@ -33,5 +35,7 @@ def run(args) -> int:
     m = load_manifest(out)
     gm = sum(g.gmacs or 0 for g in m.graphs)
     print(f"exported {len(m.graphs)} graphs to {out} ({gm:.2f} GMACs per image)")
-    print(f"image threshold {m.calibration.image_threshold:.6g} ({m.calibration.image_threshold_method})")
+    from ..evaluation.recalibrate import describe
+
+    print(describe(m.calibration))
     return 0

@@ -52,6 +52,59 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
+def _images_below(folder: Path, skip: str | None = None) -> list[Path]:
+    """Image files in ``folder`` and its subfolders, except under a subfolder named ``skip``; sorted."""
+    found = []
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder).parts
+        if skip is not None and skip in rel[:-1]:
+            continue
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in rel):
+            found.append(p)
+    return found
+
+
+def defect_images(folder: str | Path) -> tuple[list[Path], str]:
+    """Labelled defective images for calibration: (files, what was taken, in words).
+
+    Takes every image in ``folder`` and below it, except under a ``good/`` subfolder, so an MVTec ``test/``
+    folder gives its defect types only. A folder that is itself named ``good`` is refused (DataError),
+    as is one without images.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"defect folder not found: {folder}")
+    if folder.resolve().name == "good":
+        raise DataError(f"{folder} is a folder of good parts; give a folder of defective parts")
+    files = _images_below(folder, skip="good")
+    if not files:
+        raise DataError(f"no defect images in {folder} ({', '.join(IMAGE_EXTENSIONS)}; good/ is skipped)")
+    kinds = sorted({f.relative_to(folder).parts[0] for f in files if len(f.relative_to(folder).parts) > 1})
+    what = f"{len(files)} defect images from {folder}"
+    if kinds:
+        what += f" ({', '.join(kinds)})"
+    if (folder / "good").is_dir():
+        what += "; good/ left out"
+    return files, what
+
+
+def good_images(folder: str | Path) -> tuple[list[Path], str]:
+    """Good-part images for calibration: (files, what was taken, in words).
+
+    A folder with a ``good/`` subfolder (an MVTec ``train/`` or ``test/`` folder) gives that subfolder's
+    images only; otherwise every image in ``folder`` and below. DataError when there are none.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"good-parts folder not found: {folder}")
+    if (folder / "good").is_dir():
+        folder = folder / "good"
+    files = _images_below(folder)
+    if not files:
+        raise DataError(f"no images in {folder} ({', '.join(IMAGE_EXTENSIONS)})")
+    return files, f"{len(files)} good images from {folder}"
+
+
 class MVTecCategory:
     """One MVTec-AD-format category folder ``<root>/<category>``."""
 

@@ -1,11 +1,16 @@
 """Score an MVTec-format test set through a deployed backend; write metrics, predictions and a report.
 
 Output folder:
-- ``metrics.json``      image/pixel metrics, rates at the threshold in force, latency, skipped files
+- ``metrics.json``      image/pixel metrics, rates at the threshold in force, the operating point
+                        (false-reject vs escape curve, suggested thresholds, confusion counts, the
+                        calibration's predicted false-reject rate next to the measured one), latency,
+                        skipped files
 - ``predictions.jsonl`` one line per scored image: path (relative to the category folder), score,
-                        label ("ok"/"ng" at the threshold in force, NG when score > threshold), truth
-- ``report.html`` + PNGs (ROC curves, score histograms, heat-map overlays), the HTML also embeds
-                        the PNGs so it can be mailed alone. Needs matplotlib (the [eval] extra).
+                        label ("ok"/"ng" at the threshold in force, NG when score > threshold), truth,
+                        and "score_parts" {"map", "global"} when the manifest has score_fusion
+- ``report.html`` + PNGs (ROC curves, false-reject vs escape curve, score histograms, heat-map
+                        overlays), the HTML also embeds the PNGs so it can be mailed alone. Needs
+                        matplotlib (the [eval] extra).
 
 What is measured is what runs on the line: the same manifest input spec, ``preprocess`` and backend
 (ONNX Runtime by default). The image is resized whole to the model input, so the score does not
@@ -28,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, DataError, DependencyError, require
-from ..manifest import Manifest, load_manifest, utc_now
+from ..manifest import Calibration, Manifest, ScoreFusion, load_manifest, utc_now
 from ..preprocess import preprocess
 from . import metrics as M
 
@@ -42,7 +47,8 @@ MAX_FPR = 0.3
 @dataclass
 class Scored:
     """One scored test image. ``amap`` (h, w) float32 at map size; ``mask`` (h, w) bool at map size,
-    None for good images (all False) and for defect images without a mask file."""
+    None for good images (all False) and for defect images without a mask file. ``score_parts``
+    {"map", "global"} (score units, summing to ``score``) when the manifest has score_fusion, else None."""
 
     path: Path
     rel_path: str
@@ -52,6 +58,7 @@ class Scored:
     score: float
     amap: np.ndarray
     mask: np.ndarray | None
+    score_parts: dict | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,12 +122,54 @@ def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask.astype(np.uint8), (shape[1], shape[0]), interpolation=cv2.INTER_NEAREST) > 0
 
 
+def scoring_manifest(manifest: Manifest) -> Manifest:
+    """The manifest to open the backend with: one that also asks for score_fusion's global output.
+
+    Backends return only score, map and ``extra_outputs``; an export that fused the score but did not
+    list its global output there would otherwise leave the score parts unexplained.
+    """
+    fusion = manifest.score_fusion
+    if fusion is None or fusion.global_output in manifest.extra_outputs:
+        return manifest
+    return manifest.model_copy(update={"extra_outputs": [*manifest.extra_outputs, fusion.global_output]})
+
+
+def score_parts(scores, global_scores, fusion: ScoreFusion) -> list[dict]:
+    """Split fused image scores into the anomaly map's and the image-level Gaussian's contributions.
+
+    scores (B,) image scores, global_scores (B,) the graph output ``fusion.global_output``. Returns B
+    dicts {"map": score − global, "global": fusion.global_part(g)} in score units (they sum to the score).
+    """
+    s = np.asarray(scores, np.float64).reshape(-1)
+    g = np.asarray(global_scores, np.float64).reshape(-1)
+    if s.shape != g.shape:
+        raise DataError(f"{g.size} global scores for {s.size} image scores")
+    parts = []
+    for score, glob in zip(s, g, strict=True):
+        global_part = float(fusion.global_part(float(glob)))
+        parts.append({"map": float(score) - global_part, "global": global_part})
+    return parts
+
+
+def _batch_score_parts(out: dict, fusion: ScoreFusion | None, scores: np.ndarray) -> list[dict | None]:
+    """score_parts for one inference batch ``out``; Nones when there is no fusion or its output is absent."""
+    n = scores.size
+    if fusion is None:
+        return [None] * n
+    g = out.get(fusion.global_output)
+    if g is None or np.asarray(g).size != n or not np.isfinite(g).all():
+        return [None] * n
+    return score_parts(scores, g, fusion)
+
+
 def score_samples(backend, manifest: Manifest, samples, batch_size: int = 1, progress: bool = True):
     """Run every sample through an entered backend.
 
     Returns (scored: list[Scored], skipped: list[{"path", "reason"}], latency: dict). A file that
     cannot be read, a mask of the wrong size or a non-finite score skips that image (logged).
     Latency per image is preprocess + inference (file decoding excluded), after one warm-up run.
+    With ``manifest.score_fusion`` each Scored gets its score parts when the backend returns the global
+    output (open the backend with scoring_manifest(manifest) so it does).
     """
     from ..data.mvtec import load_image, load_mask
 
@@ -143,14 +192,15 @@ def score_samples(backend, manifest: Manifest, samples, batch_size: int = 1, pro
         scores = np.asarray(out[manifest.score_output], np.float64).reshape(-1)
         maps = np.asarray(out[manifest.map_output], np.float32)
         maps = maps.reshape(len(pending), *maps.shape[-2:])
-        for (sample, _, mask, pre_ms), score, amap in zip(pending, scores, maps, strict=True):
+        parts = _batch_score_parts(out, manifest.score_fusion, scores)
+        for (sample, _, mask, pre_ms), score, amap, part in zip(pending, scores, maps, parts, strict=True):
             if not np.isfinite(score) or not np.isfinite(amap).all():
                 skipped.append({"path": sample.rel_path, "reason": "the model returned a non-finite score or map"})
                 log.warning("eval: skipped %s: non-finite model output", sample.rel_path)
                 continue
             mask_small = None if mask is None else _resize_mask(mask, amap.shape)
             scored.append(Scored(sample.path, sample.rel_path, sample.defect_type, int(sample.label),
-                                 sample.mask_path, float(score), amap.copy(), mask_small))
+                                 sample.mask_path, float(score), amap.copy(), mask_small, part))
             per_image_ms.append(pre_ms + dt)
             infer_ms.append(dt)
         bar.step(len(pending))
@@ -249,6 +299,61 @@ def compute_metrics(scored: list[Scored], threshold: float, masks_available: boo
     return out, curves
 
 
+def operating_point(scored: list[Scored], threshold: float, source: str, calibration: Calibration) -> dict:
+    """The "operating_point" block of metrics.json (see metrics.operating_point_summary).
+
+    Adds "threshold_source" and "calibration": when the manifest's calibration has a threshold_model,
+    its expected false-reject rate and interval at its own threshold next to the rate measured on the
+    test goods (see metrics.calibration_check), else None with "calibration_skipped" saying why.
+    """
+    labels = np.array([s.label for s in scored], int)
+    scores = np.array([s.score for s in scored], np.float64)
+    op = M.operating_point_summary(labels, scores, threshold)
+    op["threshold_source"] = source
+    tm = calibration.threshold_model
+    if tm is None:
+        op["calibration"] = None
+        op["calibration_skipped"] = "the manifest's calibration has no threshold_model (calibrated before schema 3)"
+        return op
+    check = M.calibration_check(labels, scores, calibration.image_threshold, tm.expected_frr, tm.frr_interval,
+                                tm.confidence, calibration.escape_rate, calibration.escape_interval)
+    check.update(target_false_reject_rate=tm.target_frr, calibration_n=tm.n, calibration_source=tm.source,
+                 calibrated_at=tm.calibrated_at)
+    op["calibration"] = check
+    op["calibration_skipped"] = None
+    if check["consistent"] is False:
+        log.warning("eval: the test goods' false-reject rate %.2f %% at the calibrated threshold %.6g lies outside "
+                    "the calibration's %.0f %% interval %.2f–%.2f %%", 100 * check["measured_false_reject_rate"],
+                    calibration.image_threshold, 100 * tm.confidence, 100 * tm.frr_interval[0],
+                    100 * tm.frr_interval[1])
+    return op
+
+
+def _score_parts_info(manifest: Manifest, scored: list[Scored]) -> dict | None:
+    """metrics.json "score_parts": which output explains the score, and whether the backend gave it."""
+    fusion = manifest.score_fusion
+    if fusion is None:
+        return None
+    available = all(s.score_parts is not None for s in scored)
+    reason = None if available else (f"the backend did not return a finite '{fusion.global_output}' for every "
+                                     "image; predictions carry no score parts where it is missing")
+    if reason:
+        log.warning("eval: %s", reason)
+    return {"global_output": fusion.global_output, "available": available, "reason": reason}
+
+
+def _prediction(s: Scored, threshold: float) -> dict:
+    """One predictions.jsonl record (score_parts only when the score is fused)."""
+    rec = {"path": s.rel_path, "score": s.score, "label": _label(s.score, threshold), "truth": s.defect_type}
+    if s.score_parts is not None:
+        rec["score_parts"] = s.score_parts
+    return rec
+
+
+def _label(score: float, threshold: float) -> str:
+    return "ng" if bool(M.predict_ng([score], threshold)[0]) else "ok"
+
+
 # ---------------------------------------------------------------------------------------------
 # the whole evaluation
 
@@ -284,7 +389,7 @@ def evaluate(model_dir, data_root, category: str, out_dir, backend: str = "onnxr
     else:
         threshold, source = float(threshold), "override"
 
-    be = _open_backend(backend, model_dir, manifest)
+    be = _open_backend(backend, model_dir, scoring_manifest(manifest))
     manifest = getattr(be, "manifest", None) or manifest
     log.info("eval: %d test images of %s with backend %s, threshold %.6g (%s)",
              len(samples), cat.path, backend, threshold, source)
@@ -306,6 +411,8 @@ def evaluate(model_dir, data_root, category: str, out_dir, backend: str = "onnxr
         "data_root": str(data_root),
         "created_at": utc_now(),
         **values,
+        "operating_point": operating_point(scored, threshold, source, cal),
+        "score_parts": _score_parts_info(manifest, scored),
         "threshold": threshold,
         "threshold_source": source,
         "threshold_method": cal.image_threshold_method if source == "manifest" else "given by the caller",
@@ -330,8 +437,7 @@ def evaluate(model_dir, data_root, category: str, out_dir, backend: str = "onnxr
     predictions_path = out_dir / "predictions.jsonl"
     with _writing(predictions_path), open(predictions_path, "w") as fh:  # close() may be what fails
         for s in scored:
-            label = "ng" if s.score > threshold else "ok"
-            fh.write(json.dumps({"path": s.rel_path, "score": s.score, "label": label, "truth": s.defect_type}) + "\n")
+            fh.write(json.dumps(_prediction(s, threshold)) + "\n")
     metrics_path = out_dir / "metrics.json"
     with _writing(metrics_path):  # before the report: keep it if that fails
         metrics_path.write_text(json.dumps(result, indent=2) + "\n")
@@ -423,6 +529,38 @@ def _plot_pixel_curves(path: Path, result: dict, pc: M.PixelCurves) -> None:
         fig.savefig(path)
 
 
+def _plot_operating_point(path: Path, op: dict) -> None:
+    """False-reject rate (x, symmetric-log so 0 shows) vs escape rate (y) over all thresholds, with the
+    threshold in force, the suggested thresholds and the zero-escape point marked."""
+    curve = op["curve"]
+    fig = _figure(figsize=(7.5, 5), dpi=110)
+    ax = fig.add_subplot()
+    ax.plot(curve["false_reject_rate"], curve["escape_rate"], "-o", color="black", lw=1.2, ms=2.5,
+            label="every score as threshold")
+    for p, marker in zip(op["suggested_thresholds"]["points"], "sD^v", strict=False):
+        if p["threshold"] is not None:
+            ax.plot([p["false_reject_rate"]], [p["escape_rate"]], marker, ms=7, mfc="none", mew=1.5,
+                    label=f"suggested for FRR ≤ {p['target_false_reject_rate']:.1%}: {p['threshold']:.4g} "
+                          f"(escapes {p['escape_rate']:.1%})")
+    z = op["false_reject_rate_at_zero_escapes"]
+    if z["threshold"] is not None:
+        ax.plot([z["false_reject_rate"]], [z["escape_rate"]], "P", color="tab:green", ms=8,
+                label=f"0 escapes: {z['threshold']:.4g} (FRR {z['false_reject_rate']:.1%})")
+    f = curve["in_force"]
+    ax.plot([f["false_reject_rate"]], [f["escape_rate"]], "o", color="red", ms=9,
+            label=f"threshold in force {f['threshold']:.4g} ({op['threshold_source']})")
+    # symlog: the many points at 0 false rejects stay on the plot; below 1/n goods nothing is measurable
+    ax.set_xscale("symlog", linthresh=1e-3, linscale=0.5)
+    ax.set(xlim=(-2e-4, 1.05), ylim=(-0.02, 1.02), xlabel="false-reject rate (good parts judged NG; symlog)",
+           ylabel="escape rate (defective parts judged OK)",
+           title="Operating point: false rejects vs escapes (measured on the test set)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    with _writing(path):
+        fig.savefig(path)
+
+
 def _plot_histogram(path: Path, result: dict, scored: list[Scored]) -> None:
     fig = _figure(figsize=(7.5, 4.2), dpi=110)
     ax = fig.add_subplot()
@@ -454,7 +592,8 @@ def _plot_overlays(path: Path, title: str, rows: list[Scored], threshold: float,
 
     from ..data.mvtec import load_image, load_mask
 
-    fig = _figure(figsize=(10.5, 3.3 * len(rows) + 0.5), dpi=90)
+    height = 3.3 * len(rows) + 0.5  # inches
+    fig = _figure(figsize=(10.5, height), dpi=90)
     axes = fig.subplots(len(rows), 3, squeeze=False)
     heat = None
     for ax_row, s in zip(axes, rows, strict=True):
@@ -462,12 +601,12 @@ def _plot_overlays(path: Path, title: str, rows: list[Scored], threshold: float,
         h, w = image.shape[:2]
         amap = cv2.resize(s.amap, (w, h), interpolation=cv2.INTER_LINEAR)
         mask = load_mask(s.mask_path, shape=image.shape) if s.mask_path else None
-        verdict = "NG" if s.score > threshold else "OK"
         for ax in ax_row:
             ax.imshow(image)
             ax.set_xticks([])
             ax.set_yticks([])
-        ax_row[0].set_title(f"{s.rel_path}\nscore {s.score:.3g} → {verdict} (truth: {s.defect_type})", fontsize=8)
+        ax_row[0].set_title(f"{s.rel_path} (truth: {s.defect_type})\nscore {s.score:.3g} → {_verdict(s, threshold)}"
+                            f"{_parts_text(s.score_parts)}", fontsize=8)
         ax_row[1].set_title("ground truth" if mask is not None and mask.any() else "ground truth: no defect", fontsize=8)
         heat = ax_row[2].imshow(amap, cmap="jet", alpha=0.5, vmin=vmin, vmax=vmax)
         ax_row[2].set_title("anomaly map (dashed: > pixel threshold)", fontsize=8)
@@ -477,7 +616,7 @@ def _plot_overlays(path: Path, title: str, rows: list[Scored], threshold: float,
         if (amap > pixel_threshold).any() and (amap <= pixel_threshold).any():
             ax_row[2].contour(amap, levels=[pixel_threshold], colors="white", linewidths=1, linestyles="dashed")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 0.93, 1))
+    fig.tight_layout(rect=(0, 0, 0.93, 1 - 0.4 / height))  # 0.4 in on top for the suptitle, clear of row titles
     if heat is not None:  # an opaque colour bar, not the half-transparent overlay's
         from matplotlib.cm import ScalarMappable
         from matplotlib.colors import Normalize
@@ -486,6 +625,19 @@ def _plot_overlays(path: Path, title: str, rows: list[Scored], threshold: float,
         fig.colorbar(ScalarMappable(Normalize(vmin, vmax), "jet"), cax=cax, label="anomaly map value")
     with _writing(path):
         fig.savefig(path)
+
+
+def _verdict(s: Scored, threshold: float) -> str:
+    """What the line did with the part at ``threshold``, in the plant's words (caught / ESCAPED / ...)."""
+    ng = _label(s.score, threshold) == "ng"
+    if s.label == 1:
+        return "caught (NG)" if ng else "ESCAPED (OK)"
+    return "FALSE REJECT (NG)" if ng else "ok (OK)"
+
+
+def _parts_text(parts: dict | None) -> str:
+    """', map a + global b' for a fused score, so a rejection says which part drove it; '' otherwise."""
+    return "" if parts is None else f" = map {parts['map']:.3g} + global {parts['global']:.3g}"
 
 
 def _fmt(v, pct: bool = False) -> str:
@@ -502,6 +654,74 @@ def _img_tag(path: Path, alt: str) -> str:
             f'alt="{html.escape(alt)}"></a><figcaption>{html.escape(alt)} ({html.escape(path.name)})</figcaption></figure>')
 
 
+def worst_parts(scored: list[Scored], k: int = WORST_K) -> tuple[list[Scored], list[Scored]]:
+    """(worst misses, worst false alarms): the ``k`` lowest-scored defective parts, caught or not (the
+    ones closest to escaping, or escaped), and the ``k`` highest-scored good parts. Ties by path."""
+    bad = sorted((s for s in scored if s.label == 1), key=lambda s: (s.score, s.rel_path))
+    good = sorted((s for s in scored if s.label == 0), key=lambda s: (-s.score, s.rel_path))
+    return bad[:k], good[:k]
+
+
+def _pct_interval(iv) -> str:
+    return "–" if iv is None else f"{iv[0]:.2%} – {iv[1]:.2%}"
+
+
+def _operating_point_html(op: dict) -> str:
+    """The report's operating-point section: confusion counts, headline points, suggestions, calibration."""
+    c = op["confusion"]
+    confusion = (f"<table><tr><th>threshold in force {_fmt(c['threshold'])}</th><th>judged OK</th><th>judged NG</th></tr>"
+                 f"<tr><th>good</th><td>{c['true_ok']} true OK</td><td>{c['false_reject']} false rejects</td></tr>"
+                 f"<tr><th>defective</th><td>{c['escape']} escapes</td><td>{c['caught']} caught</td></tr></table>")
+
+    def point(p: dict) -> str:
+        if p["threshold"] is None:
+            return f"– ({html.escape(p['reason'])})"
+        return (f"threshold {_fmt(p['threshold'])}: false-reject rate {_fmt(p['false_reject_rate'], True)}, "
+                f"escape rate {_fmt(p['escape_rate'], True)}")
+
+    heads = [("escape rate at 1 % false rejects", point(op["escape_rate_at_1pct_false_rejects"])),
+             ("false-reject rate at 0 escapes (highest threshold catching every defect)",
+              point(op["false_reject_rate_at_zero_escapes"]))]
+    heads_html = "".join(f"<tr><th>{html.escape(k)}</th><td>{v}</td></tr>" for k, v in heads)
+    sug = op["suggested_thresholds"]
+    sug_rows = "".join(
+        f"<tr><td>≤ {p['target_false_reject_rate']:.1%}</td><td>{_fmt(p['threshold'])}</td>"
+        f"<td>{_fmt(p['false_reject_rate'], True)}</td><td>{_fmt(p['escape_rate'], True)}</td></tr>"
+        for p in sug["points"])
+    cal = op["calibration"]
+    if cal is None:
+        cal_html = f"<p class=note>Calibration check skipped: {html.escape(op['calibration_skipped'] or '')}</p>"
+    else:
+        verdict = {True: "agrees", False: "DISAGREES", None: "cannot tell"}[cal["consistent"]]
+        cal_html = (
+            f"<table><tr><th>calibration (threshold {_fmt(cal['threshold'])}, {html.escape(cal['calibration_source'])}, "
+            f"n = {cal['calibration_n']})</th><th>false-reject rate</th><th>{cal['confidence']:.0%} interval</th></tr>"
+            f"<tr><td>expected by the calibration</td><td>{_fmt(cal['expected_false_reject_rate'], True)}</td>"
+            f"<td>{_pct_interval(cal['expected_false_reject_interval'])}</td></tr>"
+            f"<tr><td>measured on the test goods ({cal['measured_false_rejects']} of {cal['good']})</td>"
+            f"<td>{_fmt(cal['measured_false_reject_rate'], True)}</td>"
+            f"<td>{_pct_interval(cal['measured_false_reject_interval'])}</td></tr></table>"
+            f"<p>The test goods {verdict} with the calibration (the intervals {'overlap' if cal['consistent'] else 'do not overlap'}).</p>")
+    return (f"<h2>Operating point</h2>{confusion}<table>{heads_html}</table>"
+            f"<h3>Suggested thresholds (measured on {html.escape(sug['measured_on'])})</h3>"
+            f"<p class=note>{html.escape(sug['note'])}.</p>"
+            f"<table><tr><th>target false-reject rate</th><th>threshold</th><th>false-reject rate</th>"
+            f"<th>escape rate</th></tr>{sug_rows}</table>"
+            f"<h3>Calibration vs test goods</h3>{cal_html}")
+
+
+def _worst_html(title: str, rows: list[Scored], threshold: float) -> str:
+    """A table of the parts shown in an overlay figure: path, truth, score (and parts), verdict."""
+    if not rows:
+        return ""
+    body = "".join(
+        f"<tr><td><code>{html.escape(s.rel_path)}</code></td><td>{html.escape(s.defect_type)}</td>"
+        f"<td>{_fmt(s.score)}{html.escape(_parts_text(s.score_parts))}</td><td>{html.escape(_verdict(s, threshold))}</td></tr>"
+        for s in rows)
+    return (f"<h3>{html.escape(title)}</h3><table><tr><th>image</th><th>truth</th><th>score</th>"
+            f"<th>at threshold {_fmt(threshold)}</th></tr>{body}</table>")
+
+
 def write_report(out_dir: Path, result: dict, scored: list[Scored], curves: dict) -> Path:
     """Write report.html and its PNGs into ``out_dir``; return the HTML path."""
     figures: list[tuple[Path, str]] = []
@@ -513,21 +733,25 @@ def write_report(out_dir: Path, result: dict, scored: list[Scored], curves: dict
         p = out_dir / "roc_pixel.png"
         _plot_pixel_curves(p, result, curves["pixel"])
         figures.append((p, "Pixel-level ROC and PRO curve"))
+    op = result["operating_point"]
+    if op["curve"]["false_reject_rate"] is not None and op["curve"]["escape_rate"] is not None:
+        p = out_dir / "frr_escape.png"
+        _plot_operating_point(p, op)
+        figures.append((p, "False rejects vs escapes"))
     p = out_dir / "score_histogram.png"
     _plot_histogram(p, result, scored)
     figures.append((p, "Score histogram"))
 
     good = [s for s in scored if s.label == 0]
-    bad = [s for s in scored if s.label == 1]
     good_med = float(np.median([np.median(s.amap) for s in good])) if good else float(
         min(s.amap.min() for s in scored))
-    worst_misses = sorted(bad, key=lambda s: s.score)[:WORST_K]
-    false_alarms = sorted(good, key=lambda s: -s.score)[:WORST_K]
+    worst_misses, false_alarms = worst_parts(scored)
     shown = worst_misses + false_alarms
     if shown:
         vmax = max(float(np.percentile(s.amap, 99.9)) for s in shown)
         vmax = max(vmax, result["pixel_threshold"], good_med + 1e-6)
-        for name, rows, title in (("worst_misses.png", worst_misses, "Defective parts scored lowest (worst misses)"),
+        for name, rows, title in (("worst_misses.png", worst_misses,
+                                   "Defective parts scored lowest (worst misses): caught or ESCAPED"),
                                   ("worst_false_alarms.png", false_alarms, "Good parts scored highest (worst false alarms)")):
             if rows:
                 p = out_dir / name
@@ -569,8 +793,11 @@ figure{{margin:1.5em 0}} img{{max-width:100%;border:1px solid #ddd}} .note{{colo
 <b>{html.escape(str(r['backend']))}</b>, {html.escape(r['created_at'])}. Decision rule: {html.escape(r['decision_rule'])}.</p>
 {notes_html}
 <h2>Metrics</h2><table>{rows_html}</table>
+{_operating_point_html(op)}
 <h2>Per defect type</h2>
 <table><tr><th>type</th><th>images</th><th>AUROC vs good</th><th>escape rate</th><th>mean score</th></tr>{per_html}</table>
+{_worst_html("Worst misses: defective parts scored lowest", worst_misses, r["threshold"])}
+{_worst_html("Worst false alarms: good parts scored highest", false_alarms, r["threshold"])}
 <h2>Figures</h2>
 {''.join(_img_tag(p, alt) for p, alt in figures)}
 {f'<h2>Skipped files</h2><ul>{skipped_html}</ul>' if skipped_html else ''}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -13,7 +14,15 @@ import pytest
 
 from edge_inspect.cli import main
 from edge_inspect.errors import DataError, DependencyError
-from edge_inspect.evaluation.runner import evaluate
+from edge_inspect.evaluation.runner import evaluate, score_parts, scoring_manifest
+from edge_inspect.manifest import (
+    ScoreFusion,
+    TensorSpec,
+    ThresholdModel,
+    load_manifest,
+    save_manifest,
+    sha256_file,
+)
 
 GREY = 124  # scores ~0 with the tiny model (close to the ImageNet mean)
 
@@ -86,14 +95,147 @@ def test_evaluate_writes_metrics_predictions_and_report(tiny_model_dir, category
     by_path = {x["path"]: x for x in lines}
     assert by_path["test/good/002.png"]["label"] == "ok" and by_path["test/good/002.png"]["truth"] == "good"
     assert by_path["test/blob/001.png"]["label"] == "ng" and by_path["test/blob/001.png"]["truth"] == "blob"
-    assert all(set(x) == {"path", "score", "label", "truth"} for x in lines)
+    assert all(set(x) == {"path", "score", "label", "truth"} for x in lines)  # no score_fusion: no score parts
+
+    op = m["operating_point"]
+    assert op["confusion"] == {"threshold": 0.5, "true_ok": 6, "false_reject": 0, "escape": 0, "caught": 7}
+    curve = op["curve"]
+    assert curve["in_force"]["threshold"] == 0.5 and curve["in_force"]["escape_rate"] == 0.0
+    scores = sorted({x["score"] for x in lines})
+    assert curve["thresholds"] == scores  # every distinct score, ascending
+    assert len(curve["false_reject_rate"]) == len(curve["escape_rate"]) == len(scores)
+    assert curve["escape_rate"][-1] == 1.0 and curve["false_reject_rate"][0] == 0.0  # goods all tie at the lowest
+    sug = op["suggested_thresholds"]
+    assert sug["for_information_only"] is True and "6 good and 7 defective" in sug["measured_on"]
+    assert [p["target_false_reject_rate"] for p in sug["points"]] == [0.001, 0.005, 0.01, 0.02]
+    good_max = max(x["score"] for x in lines if x["truth"] == "good")
+    assert all(p["threshold"] == good_max and p["escape_rate"] == 0.0 for p in sug["points"])
+    assert op["false_reject_rate_at_zero_escapes"]["threshold"] == good_max
+    assert op["escape_rate_at_1pct_false_rejects"]["escape_rate"] == 0.0
+    assert op["calibration"] is None and "threshold_model" in op["calibration_skipped"]
+    assert m["score_parts"] is None
 
     html = (out / "report.html").read_text()
-    pngs = ["roc_image.png", "roc_pixel.png", "score_histogram.png", "worst_misses.png", "worst_false_alarms.png"]
+    assert "<h2>Operating point</h2>" in html and "Suggested thresholds" in html and "edge-inspect calibrate" in html
+    pngs = ["roc_image.png", "roc_pixel.png", "frr_escape.png", "score_histogram.png", "worst_misses.png",
+            "worst_false_alarms.png"]
     for name in pngs:
         assert (out / name).stat().st_size > 1000
         assert f'href="{name}"' in html
     assert html.count("data:image/png;base64,") == len(pngs)
+
+
+def _worst_misses_rows(html: str) -> list[tuple[str, str]]:
+    """(path, verdict) rows of the report's worst-misses table."""
+    table = html.split("<h3>Worst misses")[1].split("</table>")[0]
+    return re.findall(r"<code>([^<]+)</code>.*?<td>([^<]+)</td></tr>", table)
+
+
+def test_worst_misses_are_the_lowest_scored_defects_caught_or_escaped(tiny_model_dir, category, tmp_path):
+    # threshold 4: two scratches (~3.0, ~3.6) escape, the third scratch (~5.6) and the blobs (~6) are caught
+    out = tmp_path / "out"
+    m = evaluate(tiny_model_dir, category, "widget", out, threshold=4.0, progress=False)
+    assert m["operating_point"]["confusion"] == {"threshold": 4.0, "true_ok": 6, "false_reject": 0, "escape": 2,
+                                                 "caught": 5}
+    assert m["operating_point"]["threshold_source"] == "override"
+    rows = _worst_misses_rows((out / "report.html").read_text())
+    assert rows[:3] == [("test/scratch/000.png", "ESCAPED (OK)"), ("test/scratch/001.png", "ESCAPED (OK)"),
+                        ("test/scratch/002.png", "caught (NG)")]
+    assert len(rows) == 6 and all(v == "caught (NG)" for _, v in rows[2:])
+    assert {p for p, _ in rows} <= {f"test/{t}/{i:03d}.png" for t in ("blob", "scratch") for i in range(4)}
+
+
+def _copy_model(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize(("image_threshold", "false_rejects", "consistent"), [(0.5, 0, True), (0.01, 6, False)])
+def test_calibration_threshold_model_is_compared_with_the_test_goods(tiny_model_dir, category, tmp_path,
+                                                                    image_threshold, false_rejects, consistent):
+    """Goods score ~0.05: a calibrated threshold of 0.5 rejects none (agrees with an expected 0.5 %),
+    0.01 rejects all six (Wilson 90 % interval 69–100 %: disagrees)."""
+    model = _copy_model(tiny_model_dir, tmp_path / "model")
+    m = load_manifest(model)
+    m.calibration.image_threshold = image_threshold
+    m.calibration.threshold_model = ThresholdModel(
+        n=40, center=0.05, scale=0.01, yj_lambda=1.0, mean=0.0, std=1.0, target_frr=0.005, expected_frr=0.005,
+        confidence=0.9, frr_interval=(0.001, 0.02), threshold_interval=(0.4, 0.6), source="held-out goods (test)",
+        calibrated_at="2024-01-01T00:00:00+00:00")
+    m.calibration.escape_rate, m.calibration.escape_interval = 0.1, (0.02, 0.3)
+    save_manifest(m, model)
+    # the comparison is made at the calibrated threshold even when another one is in force
+    r = evaluate(model, category, "widget", tmp_path / "out", threshold=3.3, progress=False)
+    cal = r["operating_point"]["calibration"]
+    assert cal["threshold"] == image_threshold and r["operating_point"]["confusion"]["threshold"] == 3.3
+    assert cal["expected_false_reject_rate"] == 0.005 and cal["expected_false_reject_interval"] == [0.001, 0.02]
+    assert cal["confidence"] == 0.9 and cal["calibration_n"] == 40 and cal["target_false_reject_rate"] == 0.005
+    assert cal["measured_false_rejects"] == false_rejects and cal["good"] == 6
+    assert cal["measured_false_reject_rate"] == false_rejects / 6
+    assert cal["consistent"] is consistent
+    assert cal["expected_escape_rate"] == 0.1 and cal["measured_escape_rate"] == 0.0
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Calibration vs test goods" in html and ("DISAGREES" in html) is (not consistent)
+
+
+def _add_global_output(model: Path) -> None:
+    """Give the tiny model's head a (B,) output 'global_score' = mean of the anomaly map (not in extra_outputs)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    head = onnx.load(str(model / "head.onnx"))
+    head.graph.node.append(helper.make_node("ReduceMean", ["anomaly_map"], ["global_score"], axes=[1, 2, 3],
+                                            keepdims=0))
+    head.graph.output.append(helper.make_tensor_value_info("global_score", TensorProto.FLOAT, ["batch"]))
+    onnx.save(head, str(model / "head.onnx"))
+    m = load_manifest(model, verify_files=False)
+    g = m.graph("head")
+    g.sha256 = sha256_file(model / "head.onnx")
+    g.outputs.append(TensorSpec(name="global_score", shape=["batch"]))
+    m.score_fusion = ScoreFusion(global_weight=2.0, global_mean=1.0, global_std=0.5)
+    save_manifest(m, model)
+
+
+def test_score_fusion_adds_score_parts_to_predictions_and_report(tiny_model_dir, category, tmp_path):
+    model = _copy_model(tiny_model_dir, tmp_path / "model")
+    _add_global_output(model)
+    assert "global_score" not in load_manifest(model).extra_outputs  # the runner must ask for it itself
+    out = tmp_path / "out"
+    m = evaluate(model, category, "widget", out, progress=False)
+    assert m["score_parts"] == {"global_output": "global_score", "available": True, "reason": None}
+    lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert all(set(x) == {"path", "score", "label", "truth", "score_parts"} for x in lines)
+    good_global = max(x["score_parts"]["global"] for x in lines if x["truth"] == "good")
+    for x in lines:
+        parts = x["score_parts"]
+        assert parts["map"] + parts["global"] == pytest.approx(x["score"], abs=1e-9)
+        # global part = 2·(mean(map) − 1)/0.5. A grey good's map is flat, so its mean is its max (the score);
+        # a defect's map peaks on the defect, so its mean lies well below the score but above a good's
+        if x["truth"] == "good":
+            assert parts["global"] == pytest.approx(4 * (x["score"] - 1), abs=1e-4)
+        else:
+            assert good_global + 1e-3 < parts["global"] < 4 * (x["score"] - 1)
+    html = (out / "report.html").read_text()
+    assert re.search(r"= map -?[0-9.]+ \+ global -?[0-9.]+", html)
+
+
+def test_score_parts_split_a_fused_score():
+    fusion = ScoreFusion(global_weight=0.5, global_mean=10.0, global_std=2.0)
+    parts = score_parts(np.array([3.0, 1.0]), np.array([14.0, 8.0]), fusion)
+    # global part 0.5·(14−10)/2 = 1 and 0.5·(8−10)/2 = −0.5; the map part is the rest
+    assert parts == [{"map": 2.0, "global": 1.0}, {"map": 1.5, "global": -0.5}]
+    with pytest.raises(DataError, match="global scores"):
+        score_parts([1.0, 2.0], [1.0], fusion)
+
+
+def test_scoring_manifest_asks_for_the_global_output_only_when_fused(tiny_model_dir):
+    m = load_manifest(tiny_model_dir)
+    assert scoring_manifest(m) is m  # no score_fusion: unchanged
+    fused = m.model_copy(update={"score_fusion": ScoreFusion(global_output="g", global_weight=1, global_mean=0,
+                                                             global_std=1)})
+    assert scoring_manifest(fused).extra_outputs == ["g"]
+    already = fused.model_copy(update={"extra_outputs": ["st_map", "g"]})
+    assert scoring_manifest(already).extra_outputs == ["st_map", "g"]
 
 
 def test_image_score_does_not_depend_on_size_or_aspect(tiny_model_dir, category, tmp_path):
@@ -156,7 +298,12 @@ def test_only_good_images_still_gives_rates(tiny_model_dir, category, tmp_path):
     m = evaluate(tiny_model_dir, category, "widget", tmp_path / "out", progress=False)
     assert m["image_auroc"] is None and "both good and defective" in m["image_metrics_skipped"]
     assert m["false_reject_rate"] == 0.0 and m["escape_rate"] is None
+    op = m["operating_point"]
+    assert op["curve"]["escape_rate"] is None and "no defective parts" in op["curve"]["reason"]
+    assert op["false_reject_rate_at_zero_escapes"]["threshold"] is None
+    assert op["confusion"] == {"threshold": 0.5, "true_ok": 6, "false_reject": 0, "escape": 0, "caught": 0}
     assert (tmp_path / "out" / "report.html").exists()
+    assert not (tmp_path / "out" / "frr_escape.png").exists()  # no escapes to plot
 
 
 def test_empty_category_is_a_data_error(tiny_model_dir, category, tmp_path):
@@ -190,6 +337,9 @@ def test_cli_prints_table_and_report_path(tiny_model_dir, category, tmp_path, ca
     text = capsys.readouterr().out
     assert rc == 0
     assert "image AUROC" in text and "1.0000" in text and "escape rate" in text
+    assert "operating point" in text and "6 good OK, 0 false rejects, 0 escapes, 7 defects caught" in text
+    assert "false rejects at 0 escapes: threshold" in text and "for information only" in text
+    assert "false rejects <= 1.0%" in text
     assert str(out / "metrics.json") in text
 
 

@@ -203,3 +203,74 @@ def test_runs_older_than_the_global_score_still_load_but_refuse_it(trained, tmp_
 
     with pytest.raises(DataError, match="do not match"):
         load_trained(tmp_path)
+
+
+def test_cross_fitting_rebuilds_the_graphs_fusion_and_scores_each_fold_on_the_others(trained):
+    """The fused score and map are rebuilt from the graph's parts with the head's own statistics; cross-fitted
+    scores of a fold use statistics from the other folds only."""
+    from trainer.train import cross_fitted, fused_outputs, score_statistics
+
+    root, _, run, model_dir = trained
+    model, _, ckpt = load_trained(run)
+    m = load_manifest(model_dir)
+    files = [root / "widget" / p for p in ckpt["data"]["holdout"]]
+    x = np.concatenate([preprocess(load_image(p), m.input, channel_order="RGB") for p in files])
+    with OnnxRuntimeBackend(model_dir, m) as backend:
+        out = backend.infer({"image": x})
+    parts = [torch.from_numpy(np.asarray(out[k], np.float32)) for k in ("rstpm_map", "region_map", "global_score")]
+    head = model.head
+    amap, score = fused_outputs(head, *parts, head.map_stats, head.score_stats)
+    np.testing.assert_allclose(score.numpy(), out["score"], rtol=SCORE_RTOL, atol=SCORE_ATOL)
+    np.testing.assert_allclose(amap.numpy(), out["anomaly_map"], atol=MAP_ATOL_REL * float(np.abs(out["anomaly_map"]).max()))
+    n = len(files)
+    scores, maps = cross_fitted(head, *parts, folds=n)
+    rest = torch.arange(n) != 0
+    stats = score_statistics(head, parts[0][rest], parts[1][rest], parts[2][rest])
+    _, alone = fused_outputs(head, parts[0][:1], parts[1][:1], parts[2][:1], *stats)
+    assert float(scores[0]) == pytest.approx(float(alone[0]), rel=1e-5)
+    assert not np.allclose(scores.numpy(), out["score"])  # in-sample statistics would give the graph's scores
+
+
+def test_export_calibrates_for_a_false_reject_rate_and_records_fusion_and_bounds(trained, tmp_path):
+    root, _, run, model_dir = trained
+    model, _, _ = load_trained(run)
+    m = load_manifest(model_dir)
+    cal = m.calibration
+    assert m.schema_version == 3
+    assert cal.threshold_model.target_frr == 0.005 and "cross-fitted" in cal.threshold_model.source
+    assert cal.score_lower_bound is None and cal.map_lower_bound is None  # fused z-scores may be negative
+    _, _, g_mean, g_std = model.head.score_stats.tolist()
+    assert (m.score_fusion.global_mean, m.score_fusion.global_std) == (pytest.approx(g_mean), pytest.approx(g_std))
+    # the paper's map and score (no fusion): non-negative, so thresholds may not go below 0; defects from test/
+    plain = export(run, tmp_path / "plain", head_settings={"global_weight": 0.0, "region_weight": 0.0},
+                   calibration_defects=root / "widget" / "test", target_frr=0.02)
+    pc = load_manifest(plain).calibration
+    assert load_manifest(plain).score_fusion is None
+    assert pc.score_lower_bound == 0.0 and pc.map_lower_bound == 0.0 and pc.threshold_model.target_frr == 0.02
+    assert pc.defect_scores.count == 6 and "good/ left out" in pc.defects_source  # 3 types x 2, no goods
+    assert 0.0 <= pc.escape_rate <= 1.0
+
+
+def test_export_refuses_a_good_folder_as_defects_and_leaves_no_half_written_folder(trained, tmp_path, monkeypatch):
+    from edge_inspect.errors import DataError, ManifestError
+    from trainer import export as export_module
+
+    root, _, run, _ = trained
+    with pytest.raises(DataError, match="good parts"):
+        export(run, tmp_path / "m", calibration_defects=root / "widget" / "test" / "good")
+    assert not (tmp_path / "m").exists()  # refused before anything was written
+
+    def broken(*a, **k):
+        raise DataError("calibration failed on purpose")
+
+    monkeypatch.setattr("edge_inspect.evaluation.calibration.calibrate", broken)
+    with pytest.raises(DataError, match="on purpose"):
+        export_module.export(run, tmp_path / "half")
+    assert (tmp_path / "half" / "teacher1.onnx").is_file()
+    with pytest.raises(ManifestError, match="no manifest.json"):
+        load_manifest(tmp_path / "half")  # graphs without a manifest never load
+    monkeypatch.undo()
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "notes.txt").write_text("mine")
+    with pytest.raises(ModelError, match="not a model folder"):
+        export(run, tmp_path / "stray")
