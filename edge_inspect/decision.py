@@ -9,48 +9,82 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .camera.base import Frame
-from .errors import BackendError, ConfigError
-from .manifest import Calibration, Manifest
+from .errors import BackendError, ConfigError, ManifestError, ModelError
+from .manifest import Calibration, Manifest, check_threshold
 from .verdict import Region, Verdict
 
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Thresholds in force: ``image`` for the raw image score, ``pixel`` for the anomaly map.
+    """The ok/ng rule's deciding numbers: ``image`` for the raw image score (score units; a part is NG when
+    its score is above it), ``pixel`` for the anomaly map (map units; defect regions lie above it).
 
-    ``source`` says where the image threshold came from: "manifest", "config" or "runtime".
+    The one owner of what a usable threshold is: every source (manifest, config file, environment,
+    ``run --threshold``, the control channel's ``set_threshold``, a reload) goes through ``check`` — a
+    finite number not below the model's lower bound (``image_lower_bound`` / ``pixel_lower_bound``, from
+    the manifest; None: unbounded, e.g. fused z-scores, which may be negative). Below the bound every
+    part would be NG. ``source`` says where the image threshold came from: "manifest", "config" or "runtime".
     """
 
     image: float
     pixel: float
     source: str = "manifest"
+    image_lower_bound: float | None = None
+    pixel_lower_bound: float | None = None
+
+    @staticmethod
+    def check(value, lower_bound: float | None, what: str) -> float:
+        """``value`` as a float when it is a usable threshold, else ConfigError naming ``what`` (the field or
+        flag it came from) and the value, in one line."""
+        try:
+            return check_threshold(value, lower_bound, what)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     @classmethod
     def from_manifest(cls, manifest: Manifest, image: float | None = None, pixel: float | None = None,
-                      source: str = "config") -> Thresholds:
-        """The manifest's calibrated thresholds, each replaced by its override when not None."""
-        cal = manifest.calibration
-        base = cls(cal.image_threshold, cal.pixel_threshold, "manifest")
-        return base.with_overrides(image, pixel, source)
+                      source: str = "config", image_what: str = "model.image_threshold",
+                      pixel_what: str = "model.pixel_threshold") -> Thresholds:
+        """The manifest's calibrated thresholds, each replaced by its override when not None.
 
-    def with_overrides(self, image: float | None = None, pixel: float | None = None,
-                       source: str = "runtime") -> Thresholds:
-        """A copy with the given thresholds replaced; raises ConfigError for a non-finite value."""
-        for name, value in (("image", image), ("pixel", pixel)):
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
-                raise ConfigError(f"{name} threshold must be a finite number, got {value!r}")
+        ``image_what`` / ``pixel_what`` name where an override came from (a setting or a flag) in the
+        ConfigError raised for an unusable one. The manifest's own thresholds were checked at load
+        (ManifestError); they are checked again here so a hand-built manifest cannot slip past.
+        """
+        cal = manifest.calibration
+        try:
+            base = cls(check_threshold(cal.image_threshold, cal.score_lower_bound, "calibration.image_threshold"),
+                       check_threshold(cal.pixel_threshold, cal.map_lower_bound, "calibration.pixel_threshold"),
+                       "manifest", cal.score_lower_bound, cal.map_lower_bound)
+        except ValueError as exc:
+            raise ManifestError(f"manifest of {manifest.model_id}: {exc}") from None
+        return base.with_overrides(image, pixel, source, image_what=image_what, pixel_what=pixel_what)
+
+    def with_overrides(self, image: float | None = None, pixel: float | None = None, source: str = "runtime",
+                       image_what: str = "image threshold", pixel_what: str = "pixel threshold") -> Thresholds:
+        """A copy with the given thresholds replaced (None: keep); ConfigError naming ``image_what`` or
+        ``pixel_what`` for a value that is not finite or lies below the model's lower bound."""
+        if image is not None:
+            image = self.check(image, self.image_lower_bound, image_what)
+        if pixel is not None:
+            pixel = self.check(pixel, self.pixel_lower_bound, pixel_what)
         if image is None and pixel is None:
             return self
-        return Thresholds(
-            image=float(image) if image is not None else self.image,
-            pixel=float(pixel) if pixel is not None else self.pixel,
+        return replace(
+            self,
+            image=image if image is not None else self.image,
+            pixel=pixel if pixel is not None else self.pixel,
             source=source if image is not None else self.source,
         )
+
+    def label(self, score: float) -> str:
+        """The ok/ng rule: "ng" when the raw image ``score`` is above the image threshold, else "ok"."""
+        return "ng" if score > self.image else "ok"
 
 
 def normalise(values, threshold: float, calibration: Calibration, is_map: bool = False):
@@ -116,7 +150,8 @@ def decide(outputs: dict, frame: Frame, thresholds: Thresholds, manifest: Manife
     Label: "ng" when the raw score exceeds ``thresholds.image`` else "ok"; defect regions (only for
     "ng") from the map thresholded at ``thresholds.pixel``; heat-map (h, w) float32 in [0, 1]
     normalised like the score but around the pixel threshold. Raises BackendError for missing
-    outputs, a batch other than 1 or a non-finite score (the pipeline turns that into "unknown").
+    outputs, a batch other than 1 or a non-finite score, ModelError for a non-finite normalised score
+    (a broken calibration); the pipeline turns either into "unknown".
     """
     score_arr = _single(outputs, manifest.score_output).reshape(-1)
     amap = _single(outputs, manifest.map_output)
@@ -128,7 +163,7 @@ def decide(outputs: dict, frame: Frame, thresholds: Thresholds, manifest: Manife
     if not math.isfinite(score):
         raise BackendError(f"backend returned a non-finite score ({score})")
     amap2d = amap[0, 0]
-    label = "ng" if score > thresholds.image else "ok"
+    label = thresholds.label(score)
     regions: list[Region] = []
     if label == "ng":
         regions = find_regions(amap2d, thresholds.pixel, frame.image.shape[:2], min_region_area_px, max_regions)
@@ -136,12 +171,15 @@ def decide(outputs: dict, frame: Frame, thresholds: Thresholds, manifest: Manife
     if want_heatmap:
         heatmap = normalise(np.nan_to_num(amap2d, nan=0.0), thresholds.pixel, manifest.calibration, is_map=True)
         heatmap = np.ascontiguousarray(heatmap, dtype=np.float32)
+    normalised = float(normalise(score, thresholds.image, manifest.calibration))
+    if not math.isfinite(normalised):  # a broken calibration (norm_min/norm_max): no number we can stand behind
+        raise ModelError(f"normalised score is not finite ({normalised}); check the manifest's norm_min/norm_max")
     return Verdict(
         camera_id=frame.camera_id,
         seq=frame.seq,
         label=label,
         score=score,
-        normalised_score=float(normalise(score, thresholds.image, manifest.calibration)),
+        normalised_score=normalised,
         threshold=thresholds.image,
         t_capture_wall=frame.t_wall,
         t_decision_wall=time.time(),

@@ -203,7 +203,8 @@ def check_threshold(value: float, lower_bound: float | None, what: str) -> float
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{what} must be a finite number, got {value!r}")
     if lower_bound is not None and value < lower_bound:
-        raise ValueError(f"{what} {value:g} is below the score's lower bound {lower_bound:g} (every part would be NG)")
+        raise ValueError(f"{what} {value:g} is below {lower_bound:g}, the least value the model outputs "
+                         "(everything would be flagged)")
     return float(value)
 
 

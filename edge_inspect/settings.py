@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from .camera.settings import CameraSettings
 from .errors import ConfigError
+from .health.settings import DriftSettings
 from .pipeline.settings import ModelSettings, PipelineSettings
 from .protocol.settings import ControlSettings, PublisherSettings, SecuritySettings
 
@@ -27,7 +28,8 @@ DEFAULT_CONFIG = Path("/etc/edge-inspect/config.toml")
 
 # A misspelt key in any section is an error, not silently ignored; enforced here for every section
 # so the section modules (owned by their packages) cannot forget it.
-for _section in (CameraSettings, ModelSettings, PipelineSettings, PublisherSettings, ControlSettings, SecuritySettings):
+for _section in (CameraSettings, ModelSettings, PipelineSettings, PublisherSettings, ControlSettings, SecuritySettings,
+                 DriftSettings):
     _section.model_config["extra"] = "forbid"
     _section.model_rebuild(force=True)
 
@@ -47,6 +49,7 @@ class Settings(BaseSettings):
     publisher: PublisherSettings = Field(default_factory=PublisherSettings)
     control: ControlSettings = Field(default_factory=ControlSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -154,3 +154,67 @@ def test_real_tiny_model_end_to_end(tiny_model_dir, manifest):
     assert r.x <= 300 and r.y <= 100 and r.x + r.w >= 400 and r.y + r.h >= 160
     assert r.x >= 250 and r.y >= 60 and r.x + r.w <= 450 and r.y + r.h <= 200
     assert 0 <= r.x and r.x + r.w <= w and r.y + r.h <= h
+
+
+# ---- one rule for every threshold: finite, not below the model's lower bound ----------------------------
+
+
+def _bounded(manifest, score_lb=0.0, map_lb=0.0):
+    cal = manifest.calibration.model_copy(update={"score_lower_bound": score_lb, "map_lower_bound": map_lb})
+    return manifest.model_copy(update={"calibration": cal})
+
+
+@pytest.mark.parametrize("value, fragment", [
+    (float("nan"), "must be a finite number, got nan"),
+    (float("inf"), "must be a finite number, got inf"),
+    (float("-inf"), "must be a finite number, got -inf"),
+    (-0.01, "-0.01 is below 0, the least value the model outputs"),
+    ("0.7", "must be a finite number, got '0.7'"),
+    (True, "must be a finite number, got True"),
+])
+def test_override_that_is_not_a_usable_threshold_is_one_line_naming_the_field(manifest, value, fragment):
+    m = _bounded(manifest)
+    with pytest.raises(ConfigError) as err:
+        Thresholds.from_manifest(m, image=value, image_what="--threshold")
+    assert str(err.value).startswith("--threshold ") and fragment in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"^model\.pixel_threshold "):
+        Thresholds.from_manifest(m, pixel=value)
+    base = Thresholds.from_manifest(m)
+    with pytest.raises(ConfigError, match=r"^set_threshold image "):
+        base.with_overrides(image=value, image_what="set_threshold image")
+
+
+def test_threshold_at_the_bound_is_fine_and_negative_is_fine_without_a_bound(manifest):
+    m = _bounded(manifest)
+    th = Thresholds.from_manifest(m, image=0.0, pixel=0.0)
+    assert (th.image, th.pixel, th.image_lower_bound, th.pixel_lower_bound) == (0.0, 0.0, 0.0, 0.0)
+    # fused z-scores: no lower bound, a negative threshold is a real threshold
+    fused = Thresholds.from_manifest(manifest, image=-1.5)
+    assert fused.image == -1.5 and fused.image_lower_bound is None
+    amap = np.zeros((64, 64), np.float32)
+    assert decide(outputs(-1.0, amap), frame(), fused, manifest).label == "ng"
+    assert decide(outputs(-2.0, amap), frame(), fused, manifest).label == "ok"
+    # the bound travels with run-time changes: a later override is checked against it too
+    with pytest.raises(ConfigError, match="below 0, the least value the model outputs"):
+        th.with_overrides(image=-1e-9)
+    assert th.with_overrides(image=3).image == 3.0 and isinstance(th.with_overrides(image=3).image, float)
+
+
+def test_manifest_thresholds_are_checked_even_when_built_by_hand(manifest):
+    """Load-time validation refuses a bad manifest; a Calibration built past it is refused here too."""
+    from edge_inspect.errors import ManifestError
+
+    cal = manifest.calibration.model_construct(**{**manifest.calibration.__dict__, "image_threshold": float("inf")})
+    m = manifest.model_copy(update={"calibration": cal})
+    with pytest.raises(ManifestError, match="calibration.image_threshold must be a finite number"):
+        Thresholds.from_manifest(m)
+
+
+def test_non_finite_normalised_score_is_an_error_not_a_verdict(manifest):
+    """NaN in norm_max: the raw label would say ng while the wire says unknown; decide refuses instead."""
+    from edge_inspect.errors import ModelError
+
+    cal = manifest.calibration.model_construct(**{**manifest.calibration.__dict__, "norm_max": float("nan")})
+    m = manifest.model_copy(update={"calibration": cal})
+    with pytest.raises(ModelError, match="normalised score is not finite"):
+        decide(outputs(0.9, np.zeros((64, 64), np.float32)), frame(), Thresholds.from_manifest(manifest), m)

@@ -57,3 +57,20 @@ def test_cli_reports_config_error_without_traceback(tmp_path):
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
     assert "pipeline.mode" in out.stderr or "model folder" in out.stderr
+
+
+def test_drift_section_defaults_env_and_typos(tmp_path, monkeypatch):
+    d = load_settings().drift
+    assert (d.enabled, d.window, d.min_samples, d.check_every, d.alert_frr) == (True, 500, 50, 50, None)
+    monkeypatch.setenv("EDGE_INSPECT_DRIFT__WINDOW", "200")
+    monkeypatch.setenv("EDGE_INSPECT_DRIFT__ALERT_FRR", "0.05")
+    d = load_settings().drift
+    assert (d.window, d.alert_frr) == (200, 0.05)
+    monkeypatch.setenv("EDGE_INSPECT_DRIFT__MIN_SAMPLES", "300")  # more than the window holds
+    with pytest.raises(ConfigError, match="min_samples") as err:
+        load_settings()
+    assert "\n" not in str(err.value)
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[drift]\nalert_rate = 0.05\n")
+    with pytest.raises(ConfigError, match=r"drift\.alert_rate"):
+        load_settings(typo)

@@ -215,7 +215,7 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
         holdout = [cat_dir / p for p in data["train"][:32]]
         source = f"{len(holdout)} TRAINING goods (no held-out images; optimistic)"
     parts = _score_files(out, unfinished, holdout, "scoring held-out goods")
-    good_scores, good_maps = cross_fitted(head, *(torch.from_numpy(parts[k]) for k in ("rstpm_map", "region_map", "global_score")))
+    good_scores, good_maps = cross_fitted(head, *(torch.from_numpy(parts[k]).float() for k in ("rstpm_map", "region_map", "global_score")))
     good_scores, good_maps = good_scores.numpy(), good_maps.numpy()
     defect_scores = defects_source = None
     if defects is not None:

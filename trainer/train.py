@@ -382,7 +382,8 @@ def cross_fitted(head, rstpm: torch.Tensor, region: torch.Tensor, glob: torch.Te
     for k in range(folds):
         test, rest = fold_of == k, fold_of != k
         stats = score_statistics(head, rstpm[rest], region[rest], glob[rest])
-        maps[test], scores[test] = fused_outputs(head, rstpm[test], region[test], glob[test], *stats)
+        fold_map, fold_score = fused_outputs(head, rstpm[test], region[test], glob[test], *stats)
+        maps[test], scores[test] = fold_map.to(maps.dtype), fold_score.to(scores.dtype)
     return scores, maps
 
 

@@ -2,6 +2,12 @@
 
 SIGINT / SIGTERM stop capture, finish the frames already taken, publish their verdicts, close the
 sockets and exit 0. A summary (parts judged, ok / ng / unknown, drops, latency per stage) is printed.
+The exit code is 1 when any verdict could not be published (``publish_errors``): those parts were not
+judged as far as the PLC knows, whatever the station decided.
+
+The thresholds (manifest, ``[model]`` overrides, environment, ``--threshold``) are checked against the
+model before anything is put into service: an unusable one is one line and exit 2, and neither the
+backend nor the camera nor the publisher is opened.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], help="inference backend")
     p.add_argument("--mode", choices=["free-run", "lossless"],
                    help="free-run: latest frame wins, drops counted; lossless: every frame, camera back-pressured")
-    p.add_argument("--threshold", type=float, metavar="X", help="image-score threshold (default: the manifest's)")
+    p.add_argument("--threshold", type=float, metavar="X",
+                   help="image-score threshold (default: the manifest's); finite, not below the model's lower bound")
     p.add_argument("--bind", metavar="ENDPOINT", help="verdict PUB socket, e.g. tcp://127.0.0.1:5555")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames taken from the camera")
     p.add_argument("--heatmap", action="store_true", default=None, help="publish the anomaly heat-map with each verdict")
@@ -69,6 +76,21 @@ def _collaborators():
     return open_source, VerdictPublisher, ControlServer, SystemdNotifier
 
 
+def check_thresholds(settings, manifest, args):
+    """The thresholds the run would start with (decision.Thresholds), checked before anything opens.
+
+    ConfigError names where a bad override came from: ``--threshold`` or the ``model.*_threshold`` setting
+    (config file or EDGE_INSPECT_MODEL__*_THRESHOLD); a bad manifest was already refused at load.
+    """
+    from ..decision import Thresholds
+
+    image_what = "--threshold" if getattr(args, "threshold", None) is not None else (
+        "model.image_threshold (config file or EDGE_INSPECT_MODEL__IMAGE_THRESHOLD)")
+    return Thresholds.from_manifest(
+        manifest, settings.model.image_threshold, settings.model.pixel_threshold, source="config",
+        image_what=image_what, pixel_what="model.pixel_threshold (config file or EDGE_INSPECT_MODEL__PIXEL_THRESHOLD)")
+
+
 def run(args) -> int:
     from ..backends.select import open_backend
     from ..manifest import load_manifest
@@ -80,6 +102,7 @@ def run(args) -> int:
     open_source, VerdictPublisher, ControlServer, SystemdNotifier = _collaborators()
 
     manifest = load_manifest(settings.model.dir)
+    check_thresholds(settings, manifest, args)  # before the backend, camera or sockets are opened
     backend = open_backend(settings.model.dir, settings.model.backend, manifest=manifest,
                            threads=settings.model.intra_op_threads)
     source = open_source(settings.camera)
@@ -122,6 +145,10 @@ def run(args) -> int:
     if not drained:
         _print_result(f"edge-inspect run: {summary['in_flight']} frames were still in flight at exit")
         return 1
+    unpublished = summary["counters"].get("publish_errors", 0)
+    if unpublished:
+        _print_result(f"edge-inspect run: {unpublished} verdict(s) could NOT be published; see the log")
+        return 1
     return 0
 
 
@@ -156,19 +183,36 @@ def _close_quietly(obj, what: str) -> None:
 
 
 def format_summary(summary: dict) -> str:
-    """Human summary of a run: parts judged, ok / ng / unknown, drops, errors, latency per stage."""
+    """Human summary of a run: parts judged (verdicts published), ok / ng / unknown, verdicts NOT published,
+    drops, errors, the drift watch, latency per stage."""
     c = summary["counters"]
     lines = [
         f"model {summary.get('model_id', '?')} on {summary.get('backend', '?')}, mode {summary['mode']}, "
         f"threshold {summary.get('threshold', {}).get('image', float('nan')):.4g}",
         f"parts judged: {c['verdicts_out']}  (ok {c['ok']}, ng {c['ng']}, unknown {c['unknown']})",
-        f"frames taken: {c['frames_in']}; dropped: {c['dropped_queue']} (queue, free-run), "
-        f"{c['dropped_gap']} (camera sequence gaps); errors {c['errors']}, timeouts {c['timeouts']}, "
-        f"camera errors {c['camera_errors']}",
-        f"throughput: {summary['fps']:.1f} frames/s over {summary['duration_s']:.1f} s",
-        "latency per stage (ms):   median      p99",
     ]
+    if c.get("publish_errors"):
+        lines.append(f"NOT PUBLISHED: {c['publish_errors']} verdict(s) the publisher refused (publish errors)")
+    lines += [
+        f"frames taken: {c['frames_in']}; dropped: {c['dropped_queue']} (queue, free-run), "
+        f"{c['dropped_gap']} (camera sequence gaps); errors {c['errors']}, publish errors {c.get('publish_errors', 0)}, "
+        f"timeouts {c['timeouts']}, camera errors {c['camera_errors']}",
+        f"throughput: {summary['fps']:.1f} frames/s over {summary['duration_s']:.1f} s",
+    ]
+    drift = summary.get("drift")
+    if drift and drift.get("state") in ("ok", "drift"):
+        lines.append(f"drift watch: {drift['state']}, estimated false-reject rate "
+                     f"{_percent(drift.get('estimated_frr'))} (alert above {_percent(drift.get('alert_frr'))}) "
+                     f"over {drift['n']} OK parts")
+    elif drift:
+        lines.append(f"drift watch: {drift.get('state')} ({drift.get('n', 0)} OK parts)")
+    lines.append("latency per stage (ms):   median      p99")
     lat = summary["latency_ms"]
     for stage in [s for s in STAGE_ORDER if s in lat] + sorted(set(lat) - set(STAGE_ORDER)):
         lines.append(f"  {stage:<20}{lat[stage]['median']:>10.2f}{lat[stage]['p99']:>9.2f}")
     return "\n".join(lines)
+
+
+def _percent(x) -> str:
+    """A fraction as a percentage for the summary; '?' when unknown."""
+    return "?" if x is None else f"{100 * x:.2f} %"

@@ -1,1 +1,1 @@
-"""Health: stage statistics and systemd notify/watchdog."""
+"""Health: stage statistics, the drift watch on good-part scores, and systemd notify/watchdog."""

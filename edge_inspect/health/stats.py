@@ -15,12 +15,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-# Every frame taken from the source ends as one verdict or one queue drop:
-#   frames_in == verdicts_out + dropped_queue (once the pipeline has drained).
+# Every frame taken from the source ends as one published verdict, one verdict the publisher refused, or
+# one queue drop:
+#   frames_in == verdicts_out + publish_errors + dropped_queue (once the pipeline has drained).
 # dropped_gap counts frames the camera skipped (sequence gaps); they never reached frames_in.
 COUNTERS = (
     "frames_in",  # frames taken from the source
-    "verdicts_out",  # verdicts handed to the publisher (ok + ng + unknown)
+    "verdicts_out",  # verdicts the publisher accepted (ok + ng + unknown, each as published)
     "ok",
     "ng",
     "unknown",
@@ -31,7 +32,7 @@ COUNTERS = (
     "late_results",  # timed-out inferences that finished later (result discarded)
     "camera_errors",  # CameraError from open/read
     "reconnects",  # successful re-opens after a camera error
-    "publish_errors",  # publisher.publish raised (the verdict was lost on the wire)
+    "publish_errors",  # publisher.publish raised: the verdict was NOT published (not in verdicts_out)
     "reloads",  # successful model swaps
 )
 
@@ -148,6 +149,7 @@ class PipelineStats:
         return (
             f"fps={snap['fps']:.1f} in={c['frames_in']} out={c['verdicts_out']} ok={c['ok']} ng={c['ng']} "
             f"unknown={c['unknown']} drops={c['dropped_queue']}+{c['dropped_gap']}gap errors={c['errors']} "
+            f"publish_errors={c['publish_errors']} "
             f"latency_ms(median/p99) {stages}"
         )
 

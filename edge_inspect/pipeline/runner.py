@@ -8,8 +8,10 @@ Drop policy (``pipeline.mode``):
             q_infer holds one preprocessed frame, so preprocessing never runs far ahead of inference.
   lossless  every frame is judged; full queues block the capture thread, which back-pressures the
             source (a real camera then skips frames, which show up as sequence gaps).
-Invariant, once drained: frames_in == verdicts_out + dropped_queue. Camera sequence gaps are
-counted apart (dropped_gap): those frames were never taken.
+Invariant, once drained: frames_in == verdicts_out + publish_errors + dropped_queue. verdicts_out (and
+its split ok / ng / unknown) counts only verdicts the publisher accepted, with the label it accepted;
+a verdict the publisher refused (publish raised) is a publish_error, never counted as judged, and makes
+``run`` exit non-zero. Camera sequence gaps are counted apart (dropped_gap): those frames were never taken.
 
 Threads and their duties:
   capture    open / read / reconnect the source with backoff; counts frames and gaps; READY=1 on
@@ -17,13 +19,15 @@ Threads and their duties:
   preprocess camera image → model input with the current model's input spec.
   inference  backend.infer, one call at a time; swaps a reloaded model between frames; WATCHDOG=1.
   publish    the ONLY thread that touches the publisher (ZeroMQ sockets are not thread-safe):
-             decide, publish, heartbeats, periodic stats line and STATUS=, inference timeouts.
+             decide, publish, heartbeats, periodic stats line and STATUS=, inference timeouts, and the
+             drift watch (health.drift) on the scores of published verdicts.
 
 Runtime control (``status``, ``set_threshold``, ``trigger``, ``reload``) may be called from any thread.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import queue
@@ -35,6 +39,7 @@ from ..backends.base import Backend
 from ..camera.base import EndOfStream, FrameSource
 from ..decision import Thresholds, decide, unknown_verdict
 from ..errors import CameraError, ConfigError, DependencyError, ModelError
+from ..health.drift import DriftMonitor
 from ..health.stats import PeriodicReporter, PipelineStats
 from ..manifest import Manifest
 from ..preprocess import preprocess
@@ -48,6 +53,7 @@ _ABANDONED = "pipeline stopped before this frame was judged (drain timeout)"
 _IDLE_TICK_S = 0.05  # how often idle stages wake to check timeouts, swaps and heartbeats
 _ABANDON_S = 3.0  # after a drain timeout: how long the publish thread collects the remaining frames
 _WATCHDOG_EVERY_S = 0.25  # longest pause between WATCHDOG=1 attempts; the notifier throttles further
+_LOG_EVERY_PUBLISH_ERROR = 10  # the first publish errors are logged one by one, then every 100th
 
 
 class _NullNotifier:
@@ -99,6 +105,8 @@ class Pipeline:
         self._q_pub = StageQueue(max(p.queue_size, 2))
         self._guard = InflightGuard()
         self.stats = PipelineStats()
+        self._drift = DriftMonitor(self.settings.drift)
+        self._non_finite_logged: list[str] = []  # status fields last sent as null because they were NaN/inf
 
         self._stop = threading.Event()
         self._abandon = threading.Event()  # stop() gave up waiting: judge nothing more, answer "unknown"
@@ -479,56 +487,81 @@ class Pipeline:
         log.error("%d frame(s) left without a verdict", self._unanswered())
 
     def _unanswered(self) -> int:
-        """Frames taken but neither published nor dropped yet."""
+        """Frames taken but not yet answered: neither published, nor refused by the publisher, nor dropped."""
         c = self.stats.snapshot()["counters"]
-        return c["frames_in"] - c["verdicts_out"] - c["dropped_queue"]
+        return c["frames_in"] - c["verdicts_out"] - c["publish_errors"] - c["dropped_queue"]
 
     def _finish(self, job: Job) -> None:
         model = job.model or self._model
+        thresholds = model.thresholds  # read once: the verdict and the drift watch see the same pair
         t0 = time.monotonic()
         if job.error is not None:
-            verdict = unknown_verdict(job.frame, job.error, model.thresholds, model.manifest)
+            verdict = unknown_verdict(job.frame, job.error, thresholds, model.manifest)
         else:
             p = self.settings.pipeline
             try:
-                verdict = decide(job.outputs, job.frame, model.thresholds, model.manifest,
+                verdict = decide(job.outputs, job.frame, thresholds, model.manifest,
                                  min_region_area_px=p.min_region_area_px, want_heatmap=p.heatmap,
                                  max_regions=p.max_regions)
             except Exception as exc:
                 self.stats.incr("errors")
                 log.warning("frame %d: decision failed: %s", job.frame.seq, exc)
-                verdict = unknown_verdict(job.frame, f"decision failed: {exc}", model.thresholds, model.manifest)
+                verdict = unknown_verdict(job.frame, f"decision failed: {exc}", thresholds, model.manifest)
         now = time.monotonic()
         job.latency_ms["decide"] = (now - t0) * 1000.0
         job.latency_ms["total"] = (now - job.frame.t_capture) * 1000.0
         verdict.latency_ms = {k: round(v, 3) for k, v in job.latency_ms.items()}
-        self._publish(verdict)
+        self._publish(verdict, model, thresholds)
 
     def _finish_timed_out(self, job: Job) -> None:
         timeout = self.settings.pipeline.infer_timeout_s
         self.stats.incr("timeouts")
         log.error("frame %d: inference exceeded %.3g s; verdict unknown", job.frame.seq, timeout)
         model = job.model or self._model
+        thresholds = model.thresholds
         job.latency_ms["infer"] = timeout * 1000.0
         job.latency_ms["total"] = (time.monotonic() - job.frame.t_capture) * 1000.0
-        verdict = unknown_verdict(job.frame, f"inference timed out after {timeout:g} s", model.thresholds,
+        verdict = unknown_verdict(job.frame, f"inference timed out after {timeout:g} s", thresholds,
                                   model.manifest, {k: round(v, 3) for k, v in job.latency_ms.items()})
-        self._publish(verdict)
+        self._publish(verdict, model, thresholds)
 
-    def _publish(self, verdict: Verdict) -> None:
-        self.stats.mark_verdict(verdict.label)
+    def _publish(self, verdict: Verdict, model: LoadedModel, thresholds: Thresholds) -> None:
+        """Hand ``verdict`` to the publisher, then count it as what was published.
+
+        Counted only after the publisher accepted it, with the label the publisher reports it sent (the
+        wire format may turn a verdict it cannot encode into "unknown"): the counters, the heartbeat and
+        the drift watch follow what the PLC received. A publisher that raises makes a publish_error.
+        """
         self.stats.record_many(verdict.latency_ms)
         t0 = time.monotonic()
         try:
-            self.publisher.publish(verdict)
-        except Exception:
+            sent = self.publisher.publish(verdict)
+        except Exception as exc:
             self.stats.incr("publish_errors")
-            log.exception("publishing the verdict of frame %d failed", verdict.seq)
-        self.stats.record("publish", (time.monotonic() - t0) * 1000.0)
+            self._log_publish_error(verdict, exc)
+            return
+        finally:
+            self.stats.record("publish", (time.monotonic() - t0) * 1000.0)
+        label = getattr(sent, "result_state", None)  # VerdictMsg; fakes return None
+        if label not in ("ok", "ng", "unknown"):
+            label = verdict.label
+        self.stats.mark_verdict(label)
+        self._drift.observe(label, verdict.score, thresholds.image, model.manifest.calibration, thresholds)
+
+    def _log_publish_error(self, verdict: Verdict, exc: Exception) -> None:
+        """Log a refused verdict: every one of the first few (the first with its traceback), then every 100th."""
+        n = self.stats.get("publish_errors")
+        if n <= _LOG_EVERY_PUBLISH_ERROR or n % 100 == 0:
+            log.error("the verdict of frame %d (%s) was NOT published (%d so far): %s: %s", verdict.seq,
+                      verdict.label, n, type(exc).__name__, exc, exc_info=n == 1)
 
     def _send_heartbeat(self) -> None:
+        status, replaced = _json_safe(self.status())
+        if replaced and replaced != self._non_finite_logged:  # a stuck heartbeat is worse than a null field
+            log.warning("status had %d non-finite number(s); sent as null: %s", len(replaced), ", ".join(replaced[:5]))
+        self._non_finite_logged = replaced  # said once per set of fields, not once a second
         try:
-            self.publisher.heartbeat(self.status())
+            self.publisher.heartbeat(status)
         except Exception:
             log.warning("publisher heartbeat failed", exc_info=True)
 
@@ -536,8 +569,10 @@ class Pipeline:
         log.info("stats: %s", self.stats.log_line())
         snap = self.stats.snapshot()
         c = snap["counters"]
+        unsent = f", {c['publish_errors']} NOT PUBLISHED" if c["publish_errors"] else ""
         self._notify("status", f"{self._state}: {snap['fps']:.1f} fps, {c['verdicts_out']} judged "
-                               f"({c['ng']} ng, {c['unknown']} unknown), {c['dropped_queue'] + c['dropped_gap']} dropped")
+                               f"({c['ng']} ng, {c['unknown']} unknown), {c['dropped_queue'] + c['dropped_gap']} dropped"
+                               f"{unsent}, drift {self._drift.state}")
 
     def _close_all(self) -> None:
         pending = self._pending_model
@@ -555,9 +590,14 @@ class Pipeline:
     # ---- runtime control (any thread) ----------------------------------------------------------
 
     def status(self) -> dict:
-        """fps, per-stage latency (median/p99 ms), counters, model, thresholds, mode, camera, uptime."""
+        """fps, per-stage latency (median/p99 ms), counters, model, thresholds, mode, camera, uptime, drift.
+
+        ``errors`` counts frames that could not be judged plus verdicts the publisher refused
+        (``publish_errors``, also given on its own); ``drift`` is the drift watch's block (health.drift).
+        """
         snap = self.stats.snapshot()
         model = self._model
+        c = snap["counters"]
         out = {
             "state": self._state,
             "mode": self.mode,
@@ -565,8 +605,9 @@ class Pipeline:
             "fps": snap["fps"],
             "mean_fps": snap["mean_fps"],
             # heartbeat summary figures (protocol.messages checks these keys' types)
-            "drops": snap["counters"]["dropped_queue"] + snap["counters"]["dropped_gap"],
-            "errors": snap["counters"]["errors"],
+            "drops": c["dropped_queue"] + c["dropped_gap"],
+            "errors": c["errors"] + c["publish_errors"],
+            "publish_errors": c["publish_errors"],
             "latency_ms": snap["latency_ms"],
             "counters": snap["counters"],
             "queues": {"preprocess": self._q_pre.qsize(), "inference": self._q_infer.qsize(),
@@ -574,6 +615,7 @@ class Pipeline:
             "inference_busy_s": round(self._guard.busy_for(), 3),
             "heatmap": self.settings.pipeline.heatmap,
             "uptime_s": round(time.monotonic() - self._t_started, 3) if self._t_started else 0.0,
+            "drift": self._drift.snapshot(),
         }
         source_status = getattr(self.source, "status", None)
         if callable(source_status):  # a camera wrapper's own figures (reconnects, stale frames, ...)
@@ -586,16 +628,26 @@ class Pipeline:
         return out
 
     def set_threshold(self, image: float | None = None, pixel: float | None = None) -> dict:
-        """Change the thresholds in force from the next decision on; returns them. ConfigError if not finite."""
+        """Change the thresholds in force from the next decision on; returns them (score / map units).
+
+        Checked by Thresholds.check against the model's lower bounds: ConfigError (nothing changes) for a
+        value that is not finite or lies below the bound. A model queued by ``reload`` gets the same
+        values (checked against its own bounds), so a change made while a swap is pending is not lost.
+        The drift watch starts a new window.
+        """
+        what = {"image_what": "set_threshold image", "pixel_what": "set_threshold pixel"}
         with self._model_lock:
-            model = self._model
+            model, pending = self._model, self._pending_model
             if model is None:
                 raise ModelError("no model loaded yet")
-            model.thresholds = model.thresholds.with_overrides(image, pixel, source="runtime")
-            log.info("thresholds set at run time: image %.4g, pixel %.4g", model.thresholds.image,
-                     model.thresholds.pixel)
-            return {"image": model.thresholds.image, "pixel": model.thresholds.pixel,
-                    "source": model.thresholds.source}
+            new = model.thresholds.with_overrides(image, pixel, source="runtime", **what)
+            new_pending = pending.thresholds.with_overrides(image, pixel, "runtime", **what) if pending else None
+            model.thresholds = new  # both checked before either changes
+            if pending is not None:
+                pending.thresholds = new_pending
+        self._drift.reset()
+        log.info("thresholds set at run time: image %.4g, pixel %.4g", new.image, new.pixel)
+        return {"image": new.image, "pixel": new.pixel, "source": new.source}
 
     @property
     def thresholds(self) -> Thresholds:
@@ -606,41 +658,61 @@ class Pipeline:
         self.source.trigger(part_id)
 
     def reload(self, model_dir: str | Path, timeout: float | None = None) -> dict:
-        """Load ``model_dir`` (manifest, backend, warm-up) and swap it in between two frames.
+        """Load ``model_dir`` (manifest, thresholds, backend, warm-up) and swap it in between two frames.
 
-        On any failure the running model stays and ModelError is raised (DependencyError when the
-        backend needs a library that is not installed). Thresholds become the new
-        manifest's plus the configured overrides (run-time set_threshold values belong to the old
-        model and are dropped). Returns the new model's description once it is in force (or once
-        queued, when the inference thread is busy longer than ``timeout``).
+        A refused reload changes nothing: on any failure (ModelError; ConfigError when a configured threshold
+        override does not fit the new model; DependencyError when the backend needs a missing library) the
+        running model stays, and the error is raised before anything is swapped. The reply is built and
+        checked (JSON-encodable) before the swap, so nothing can fail after it. Thresholds become the new
+        manifest's plus the configured overrides (run-time set_threshold values belong to the old model and
+        are dropped). Returns the new model's description with ``in_force``: True once it judges the next
+        frame, False when queued behind an inference that runs longer than ``timeout`` (it takes over after it).
         """
         with self._reload_lock:
             if self._model is None or self._done.is_set():
                 raise ModelError(f"cannot reload {model_dir}: the pipeline is not running")
             m = self.settings.model
-            generation = (self._model.generation if self._model else 0) + 1
+            generation = self._model.generation + 1
             new = load_model(model_dir, self._backend_factory, m.image_threshold, m.pixel_threshold,
                              generation=generation, warmup_runs=self.settings.pipeline.warmup_runs)
-            inference_running = any(t.name.endswith("inference") and t.is_alive() for t in self._threads)
-            if not inference_running:
+            try:
+                reply = new.describe()
+                json.dumps(reply, allow_nan=False)  # the control reply must be sendable before we commit
+            except (TypeError, ValueError) as exc:
+                self._close_backend(new)
+                raise ModelError(f"{model_dir}: the new model cannot be described: {exc}") from None
+            if self._inference_running():
+                self._swapped.clear()
+                with self._model_lock:
+                    superseded, self._pending_model = self._pending_model, new
+                self._close_backend(superseded)  # an earlier reload still queued: this one replaces it
+                if not self._inference_running():  # it ended meanwhile: nobody else will swap
+                    self._swap_if_pending()
+                wait_s = timeout if timeout is not None else self.settings.pipeline.infer_timeout_s + 1.0
+                in_force = self._swapped.wait(wait_s)
+                if not in_force:
+                    log.warning("model %s queued; it takes over after the inference in progress",
+                                new.manifest.model_id)
+            else:
                 with self._model_lock:
                     old, self._model = self._model, new
                 self._close_backend(old)
-            else:
-                self._swapped.clear()
-                with self._model_lock:
-                    self._pending_model = new
-                wait_s = timeout if timeout is not None else self.settings.pipeline.infer_timeout_s + 1.0
-                if not self._swapped.wait(wait_s):
-                    log.warning("model %s queued; it takes over after the inference in progress",
-                                new.manifest.model_id)
+                in_force = True
+            self._drift.reset()
             self.stats.incr("reloads")
-            return new.describe()
+            reply["in_force"] = in_force
+            return reply
+
+    def _inference_running(self) -> bool:
+        return any(t.name.endswith("inference") and t.is_alive() for t in self._threads)
 
     def _swap_if_pending(self) -> None:
+        """Put a queued model in force (inference thread between frames; reload when that thread has ended)."""
         if self._pending_model is None:
             return
         with self._model_lock:
+            if self._pending_model is None:  # another thread swapped it in meanwhile
+                return
             old, self._model, self._pending_model = self._model, self._pending_model, None
         log.info("model swapped: %s → %s (%s)", old.manifest.model_id if old else None,
                  self._model.manifest.model_id, self._model.model_dir)
@@ -659,7 +731,8 @@ class Pipeline:
     # ---- results -------------------------------------------------------------------------------
 
     def summary(self) -> dict:
-        """End-of-run figures: counters, fps, per-stage latency, duration, model and mode."""
+        """End-of-run figures: counters (publish_errors: verdicts NOT published), fps, per-stage latency,
+        duration, frames still in flight, the drift watch, model and mode."""
         snap = self.stats.snapshot()
         end = self._t_finished or time.monotonic()
         duration = end - self._t_started if self._t_started else 0.0
@@ -671,7 +744,25 @@ class Pipeline:
             "counters": snap["counters"],
             "latency_ms": snap["latency_ms"],
             "in_flight": self._unanswered(),
+            "drift": self._drift.snapshot(),
         }
         if self._model is not None:
             out.update(self._model.describe())
         return out
+
+
+def _json_safe(obj, path: str = "status") -> tuple:
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN), and the paths replaced."""
+    replaced: list[str] = []
+
+    def walk(x, where):
+        if isinstance(x, float) and not math.isfinite(x):
+            replaced.append(where)
+            return None
+        if isinstance(x, dict):
+            return {k: walk(v, f"{where}.{k}") for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [walk(v, f"{where}[{i}]") for i, v in enumerate(x)]
+        return x
+
+    return walk(obj, path), replaced

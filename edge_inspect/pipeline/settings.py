@@ -12,7 +12,9 @@ class ModelSettings(BaseModel):
 
     dir: Path | None = None
     backend: str = Field(default="auto", pattern="^(auto|onnxruntime|tensorrt)$")
-    # None: use the manifest's calibrated threshold; set to override without re-export.
+    # None: use the manifest's calibrated threshold; set to override without re-export. Checked when the
+    # model loads (decision.Thresholds.check): finite and not below the manifest's score_lower_bound /
+    # map_lower_bound (none for fused z-scores, which may be negative).
     image_threshold: float | None = None
     pixel_threshold: float | None = None
     intra_op_threads: int | None = Field(default=None, gt=0)

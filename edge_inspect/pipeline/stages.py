@@ -70,9 +70,13 @@ def warm_up(backend: Backend, manifest: Manifest, runs: int = 2) -> float:
 def load_model(model_dir: str | Path, backend_factory: BackendFactory, image_threshold: float | None = None,
                pixel_threshold: float | None = None, generation: int = 0, warmup_runs: int = 2,
                backend: Backend | None = None) -> LoadedModel:
-    """Read the manifest, open + load + warm up the backend; ModelError (naming the folder) on any failure.
+    """Read the manifest, check the thresholds, open + load + warm up the backend.
 
+    ModelError (naming the folder) on any load failure; ConfigError when a configured threshold override
+    is not usable with this model (Thresholds.check: finite, not below the manifest's lower bound).
     EdgeInspectError subclasses (e.g. DependencyError for a missing TensorRT) pass through unchanged.
+    The thresholds are checked before any backend is made, so a refused model costs nothing; on any
+    failure the backend (given or made) is closed.
 
     ``backend``: an already constructed (unloaded) backend for ``model_dir``; else the factory makes one.
     The thresholds are the manifest's, each replaced by its configured override when not None.
@@ -80,26 +84,34 @@ def load_model(model_dir: str | Path, backend_factory: BackendFactory, image_thr
     model_dir = Path(model_dir)
     try:
         manifest = backend.manifest if backend is not None else load_manifest(model_dir)
+        thresholds = Thresholds.from_manifest(manifest, image_threshold, pixel_threshold, source="config")
         backend = backend if backend is not None else backend_factory(model_dir, manifest)
-    except EdgeInspectError:
-        raise
-    except Exception as exc:
+    except BaseException as exc:
+        _close_quietly(backend)
+        if isinstance(exc, EdgeInspectError) or not isinstance(exc, Exception):
+            raise
         raise ModelError(f"{model_dir}: cannot open model: {exc}") from exc
     try:
         backend.load()
         warmup_ms = warm_up(backend, manifest, warmup_runs)
     except Exception as exc:
-        try:
-            backend.close()
-        except Exception:  # noqa: BLE001 - the load error is the one to report
-            log.debug("closing a backend that failed to load also failed", exc_info=True)
+        _close_quietly(backend)
         if isinstance(exc, EdgeInspectError):  # keeps its own type and exit code (DependencyError: 3)
             raise
         raise ModelError(f"{model_dir}: model failed to load or warm up: {exc}") from exc
-    thresholds = Thresholds.from_manifest(manifest, image_threshold, pixel_threshold, source="config")
     log.info("model %s v%s loaded from %s on %s (warm-up %.1f ms, threshold %.4g)", manifest.model_id,
              manifest.model_version, model_dir, backend.name, warmup_ms, thresholds.image)
     return LoadedModel(model_dir, manifest, backend, thresholds, generation, warmup_ms)
+
+
+def _close_quietly(backend: Backend | None) -> None:
+    """Close a backend that failed to load; the load error is the one to report, not this one."""
+    if backend is None:
+        return
+    try:
+        backend.close()
+    except Exception:  # noqa: BLE001
+        log.debug("closing a backend that failed to load also failed", exc_info=True)
 
 
 @dataclass

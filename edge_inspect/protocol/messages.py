@@ -418,7 +418,12 @@ def _validate_verdict_body(b: dict) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # heartbeat
 
-_STATUS_TYPES = {"state": str, "backend": str, "fps": float, "drops": int, "errors": int}
+_STATUS_TYPES = {"state": str, "backend": str, "fps": float, "drops": int, "errors": int, "publish_errors": int}
+DRIFT_STATES = ("off", "unavailable", "warming_up", "ok", "drift")  # health.drift.STATES
+# status.drift (the drift watch, optional): numbers null until known. Fractions lie in [0, 1].
+_DRIFT_INTS = ("n", "window")
+_DRIFT_FRACTIONS = ("estimated_frr", "target_frr", "alert_frr", "ng_share")
+_DRIFT_NUMBERS = ("median", "calibration_median", "shift_sigma", "spread_ratio", "threshold")
 
 
 @dataclass
@@ -494,7 +499,17 @@ def _validate_heartbeat_body(b: dict) -> None:
     for section in ("status", "publisher"):
         if not isinstance(b.get(section), dict):
             raise _fail(f"body.{section}", "expected an object")
-    status = b["status"]
+    check_status(b["status"])
+    for key in ("published", "dropped"):
+        if key in b["publisher"]:
+            _int(b["publisher"], key, lo=0, where="body.publisher")
+
+
+def check_status(status: Any) -> dict:
+    """Validate a heartbeat's ``status`` object: the summary figures' types (``_STATUS_TYPES``) and, when
+    present, the ``drift`` block; other keys are free. Raises ProtocolError naming the field."""
+    if not isinstance(status, dict):
+        raise _fail("body.status", "expected an object")
     for key, typ in _STATUS_TYPES.items():
         if key not in status:
             continue
@@ -504,9 +519,28 @@ def _validate_heartbeat_body(b: dict) -> None:
             _int(status, key, lo=0, where="body.status")
         else:
             _num(status, key, lo=0.0, where="body.status")
-    for key in ("published", "dropped"):
-        if key in b["publisher"]:
-            _int(b["publisher"], key, lo=0, where="body.publisher")
+    if "drift" in status:
+        _check_drift(status["drift"])
+    return status
+
+
+def _check_drift(d: Any) -> None:
+    where = "body.status.drift"
+    if not isinstance(d, dict):
+        raise _fail(where, "expected an object")
+    state = _str(d, "state", where=where)
+    if state not in DRIFT_STATES:
+        raise _fail(f"{where}.state", f"{state[:40]!r} is not one of {', '.join(DRIFT_STATES)}")
+    for key in _DRIFT_INTS:
+        if key in d:
+            _int(d, key, lo=0, where=where)
+    for key in _DRIFT_FRACTIONS:
+        v = _num(d, key, lo=0.0, nullable=True, where=where) if key in d else None
+        if v is not None and v > 1.0:
+            raise _fail(f"{where}.{key}", f"{v} is above 1 (a fraction)")
+    for key in _DRIFT_NUMBERS:
+        if key in d:
+            _num(d, key, nullable=True, where=where)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -514,12 +548,11 @@ def _validate_heartbeat_body(b: dict) -> None:
 
 
 def _opt_num(args: dict, key: str, where: str) -> float | None:
+    """An optional finite number. Its range is not checked here: a threshold's lower bound belongs to the
+    model in force (fused z-scores may be negative), so the pipeline checks it (decision.Thresholds)."""
     if args.get(key) is None:
         return None
-    v = _num(args, key, where=where)
-    if not 0.0 < v <= 1e9:
-        raise _fail(f"{where}.{key}", f"{v} out of range (0, 1e9]")
-    return v
+    return _num(args, key, where=where)
 
 
 def _text_arg(args: dict, key: str, where: str, max_len: int) -> str:
@@ -540,7 +573,7 @@ def _args_trigger(args: dict, where: str) -> dict:
 def _args_set_threshold(args: dict, where: str) -> dict:
     image, pixel = _opt_num(args, "image", where), _opt_num(args, "pixel", where)
     if image is None and pixel is None:
-        raise _fail(where, "give 'image' and/or 'pixel' (a threshold > 0)")
+        raise _fail(where, "give 'image' and/or 'pixel' (a finite number)")
     return {"image": image, "pixel": pixel}
 
 

@@ -21,7 +21,7 @@ import zmq
 
 from ..errors import ConfigError, ProtocolError
 from ..verdict import Verdict
-from .messages import HeartbeatMsg, VerdictMsg, check_id, dumps_json, format_time
+from .messages import HeartbeatMsg, VerdictMsg, check_id, check_status, dumps_json, format_time
 from .security import server_for
 from .settings import PublisherSettings, SecuritySettings
 
@@ -107,11 +107,16 @@ class VerdictPublisher:
         return msg
 
     def heartbeat(self, status: dict) -> None:
-        """Replace the status carried by heartbeats (keys: state, fps, drops, errors, backend, ...)."""
+        """Replace the status carried by heartbeats (keys: state, fps, drops, errors, backend, drift, ...).
+
+        Raises ProtocolError (and keeps the previous status) for a status the heartbeat schema or JSON refuses,
+        so the caller hears of it and the sender thread never meets an unsendable heartbeat.
+        """
         try:
             dumps_json(status)
         except (TypeError, ValueError) as exc:
             raise ProtocolError(f"heartbeat status is not JSON-serialisable: {exc}") from None
+        check_status(status)
         with self._lock:
             self._status = dict(status)
 
@@ -178,6 +183,18 @@ class VerdictPublisher:
         except zmq.Again:  # PUB drops at HWM instead; kept for socket types/versions that refuse
             return False
 
+    def _beat(self, final: bool = False) -> None:
+        """Send one heartbeat. One that cannot be encoded is logged and skipped: the sender thread must live
+        on (heartbeat() checks the status first, so this is a last line of defence)."""
+        try:
+            frames = self._heartbeat_msg(final).to_frames()
+        except ProtocolError as exc:
+            log.error("publisher %s: heartbeat not sent: %s", self.endpoint, exc)
+            return
+        self._send(frames)
+        if not final:
+            self.heartbeats += 1
+
     def _run(self) -> None:
         interval = self.settings.heartbeat_s
         next_beat = time.monotonic()
@@ -204,12 +221,11 @@ class VerdictPublisher:
                     self._last_sent_msg_seq = item.msg_seq
                 now = time.monotonic()
                 if now >= next_beat:
-                    self._send(self._heartbeat_msg().to_frames())
-                    self.heartbeats += 1
+                    self._beat()
                     next_beat += interval
                     if next_beat <= now:  # after a stall: no burst of catch-up beats
                         next_beat = now + interval
-            self._send(self._heartbeat_msg(final=True).to_frames())
+            self._beat(final=True)
         except Exception:  # never die silently: the pipeline would keep publishing into a void
             log.exception("publisher %s: sender thread failed", self.endpoint)
         finally:

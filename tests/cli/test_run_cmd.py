@@ -67,6 +67,24 @@ def test_format_summary():
     assert lines[-2].split() == ["infer", "7.50", "9.25"] and lines[-1].split() == ["total", "9.00", "12.00"]
 
 
+def test_format_summary_shows_verdicts_not_published_and_the_drift_watch():
+    summary = {
+        "mode": "free-run", "fps": 30.0, "duration_s": 10.0, "threshold": {"image": 0.5},
+        "counters": {"frames_in": 300, "verdicts_out": 290, "ok": 280, "ng": 10, "unknown": 0, "dropped_queue": 4,
+                     "dropped_gap": 0, "errors": 0, "publish_errors": 6, "timeouts": 0, "camera_errors": 0},
+        "latency_ms": {},
+        "drift": {"state": "drift", "n": 280, "estimated_frr": 0.0712, "alert_frr": 0.02},
+    }
+    text = run_cmd.format_summary(summary)
+    assert "parts judged: 290  (ok 280, ng 10, unknown 0)" in text
+    assert "NOT PUBLISHED: 6 verdict(s)" in text and "publish errors 6" in text
+    assert "drift watch: drift, estimated false-reject rate 7.12 % (alert above 2.00 %) over 280 OK parts" in text
+    summary["counters"]["publish_errors"] = 0
+    summary["drift"] = {"state": "warming_up", "n": 12}
+    text = run_cmd.format_summary(summary)
+    assert "NOT PUBLISHED" not in text and "drift watch: warming_up (12 OK parts)" in text
+
+
 def _fake_collaborators(sources: list):
     from edge_inspect.health.sdnotify import SystemdNotifier
     from edge_inspect.protocol.control import ControlServer
@@ -228,3 +246,137 @@ def test_info_command(tiny_model_dir, capsys, tmp_path):
     assert "model tiny-test-model v1" in out and "1x3x64x64" in out
     assert "features" in out and "head" in out and "image threshold 0.5" in out and "engines: none" in out
     assert main(["info", "--model", str(tmp_path / "nowhere")]) == 1
+
+
+# ---- nothing wrong is put into service; nothing unpublished counts as judged ---------------------------------
+
+
+class _Record:
+    """What a run opened: camera sources and publishers (with every verdict they were given)."""
+
+    def __init__(self):
+        self.sources: list = []
+        self.publishers: list = []
+
+
+def _recording_collaborators(record: _Record, publish_raises: bool = False):
+    from edge_inspect.errors import ProtocolError
+    from edge_inspect.protocol.control import ControlServer
+
+    class FakePublisher:
+        def __init__(self, settings, security, camera_id="cam0"):
+            self.verdicts, self.heartbeats, self.closed = [], [], False
+            record.publishers.append(self)
+
+        def publish(self, verdict):
+            if publish_raises:
+                raise ProtocolError(f"verdict.threshold: {verdict.threshold!r} is not finite")
+            self.verdicts.append(verdict)
+
+        def heartbeat(self, status):
+            self.heartbeats.append(status)
+
+        def close(self):
+            self.closed = True
+
+    class NoNotifier:
+        def ready(self): ...
+        def watchdog(self): ...
+        def status(self, text): ...
+        def stopping(self): ...
+        def close(self): ...
+
+    def open_source(cam):
+        src = ScriptedSource([grey(120, 160), grey(120, 160, blob=True)], count=None, camera_id=cam.camera_id)
+        record.sources.append(src)
+        return src
+
+    return lambda: (open_source, FakePublisher, ControlServer, NoNotifier)
+
+
+def _run(monkeypatch, capsys, model, *flags, publish_raises=False):
+    record = _Record()
+    monkeypatch.setattr(run_cmd, "_collaborators", _recording_collaborators(record, publish_raises))
+    rc = main(["run", "--camera", "fake://", "--model", str(model), "--no-control", "--mode", "lossless", *flags])
+    out, err = capsys.readouterr()
+    return rc, out, [ln for ln in err.splitlines() if ln.startswith("edge-inspect run: error:")], record
+
+
+@pytest.fixture(scope="module")
+def bounded_model(tiny_model_dir, tmp_path_factory):
+    from tests.pipeline.fakes import model_variant
+
+    return model_variant(tiny_model_dir, tmp_path_factory.mktemp("bounded") / "m", score_lower_bound=0.0,
+                         map_lower_bound=0.0)
+
+
+BAD_MANIFESTS = {
+    "image_threshold Infinity": ({"image_threshold": float("inf")}, "image_threshold must be a finite number, got inf"),
+    "image_threshold NaN": ({"image_threshold": float("nan")}, "image_threshold must be a finite number, got nan"),
+    "pixel_threshold NaN": ({"pixel_threshold": float("nan")}, "pixel_threshold must be a finite number, got nan"),
+    "norm_max NaN": ({"norm_max": float("nan")}, "norm_max must be a finite number, got nan"),
+    "below score_lower_bound": ({"image_threshold": -0.5, "score_lower_bound": 0.0},
+                                "image_threshold -0.5 is below 0, the least value the model outputs"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_MANIFESTS))
+def test_bad_manifest_is_one_line_and_nothing_goes_into_service(case, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from tests.pipeline.fakes import model_variant
+
+    changes, fragment = BAD_MANIFESTS[case]
+    bad = model_variant(tiny_model_dir, tmp_path / "bad", **changes)
+    rc, out, errors, record = _run(monkeypatch, capsys, bad, "--max-frames", "5")
+    assert rc == 1 and len(errors) == 1 and fragment in errors[0] and "manifest.json" in errors[0], errors
+    assert record.sources == [] and record.publishers == []  # no camera, no socket, no verdict
+    assert "parts judged" not in out
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--threshold", "nan"], "--threshold must be a finite number, got nan"),
+    (["--threshold", "inf"], "--threshold must be a finite number, got inf"),
+    (["--threshold=-inf"], "--threshold must be a finite number, got -inf"),
+    (["--threshold", "-1"], "--threshold -1 is below 0, the least value the model outputs (everything would be flagged)"),
+])
+def test_unusable_threshold_flag_is_one_line_exit_2_and_the_camera_never_opens(flags, fragment, bounded_model,
+                                                                               monkeypatch, capsys):
+    rc, out, errors, record = _run(monkeypatch, capsys, bounded_model, "--max-frames", "5", *flags)
+    assert rc == 2 and errors == [f"edge-inspect run: error: {fragment}"], errors
+    assert record.sources == [] and record.publishers == []
+
+
+@pytest.mark.parametrize("where, fragment", [
+    ({"config": "[model]\nimage_threshold = -0.5\n"}, "model.image_threshold (config file or EDGE_INSPECT_MODEL__IMAGE_THRESHOLD) -0.5 is below"),
+    ({"config": "[model]\npixel_threshold = nan\n"}, "model.pixel_threshold (config file or EDGE_INSPECT_MODEL__PIXEL_THRESHOLD) must be a finite number, got nan"),
+    ({"env": ("EDGE_INSPECT_MODEL__IMAGE_THRESHOLD", "inf")}, "model.image_threshold (config file or EDGE_INSPECT_MODEL__IMAGE_THRESHOLD) must be a finite number, got inf"),
+    ({"env": ("EDGE_INSPECT_MODEL__PIXEL_THRESHOLD", "-2")}, "model.pixel_threshold (config file or EDGE_INSPECT_MODEL__PIXEL_THRESHOLD) -2 is below"),
+])
+def test_unusable_threshold_from_config_or_env_names_the_setting(where, fragment, bounded_model, tmp_path,
+                                                                 monkeypatch, capsys):
+    flags = []
+    if "config" in where:
+        cfg = tmp_path / "c.toml"
+        cfg.write_text(where["config"])
+        flags = ["--config", str(cfg)]
+    else:
+        monkeypatch.setenv(*where["env"])
+    rc, out, errors, record = _run(monkeypatch, capsys, bounded_model, "--max-frames", "5", *flags)
+    assert rc == 2 and len(errors) == 1 and fragment in errors[0], errors
+    assert record.sources == [] and record.publishers == []
+
+
+def test_negative_threshold_runs_when_the_score_has_no_lower_bound(tiny_model_dir, monkeypatch, capsys):
+    """Fused z-scores may be negative: the tiny model's manifest gives no bound, so -1 is a threshold."""
+    rc, out, errors, record = _run(monkeypatch, capsys, tiny_model_dir, "--max-frames", "6", "--threshold", "-1")
+    assert rc == 0 and errors == []
+    assert "parts judged: 6  (ok 0, ng 6, unknown 0)" in out
+    assert {v.threshold for v in record.publishers[0].verdicts} == {-1.0}
+
+
+def test_publisher_that_raises_means_publish_errors_nothing_judged_and_exit_1(tiny_model_dir, monkeypatch, capsys):
+    rc, out, errors, record = _run(monkeypatch, capsys, tiny_model_dir, "--max-frames", "5", publish_raises=True)
+    assert rc == 1, out
+    assert "parts judged: 0  (ok 0, ng 0, unknown 0)" in out
+    assert "NOT PUBLISHED: 5 verdict(s)" in out and "publish errors 5" in out
+    assert "edge-inspect run: 5 verdict(s) could NOT be published" in out
+    assert record.publishers[0].verdicts == [] and record.sources[0].delivered == [0, 1, 2, 3, 4]

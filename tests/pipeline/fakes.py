@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
 from edge_inspect.backends.base import Backend
 from edge_inspect.camera.base import EndOfStream, Frame, FrameSource
 from edge_inspect.errors import CameraError
+from edge_inspect.protocol.messages import check_status, dumps_json
 
 
 class ScriptedSource(FrameSource):
@@ -81,7 +85,10 @@ class RecordingPublisher:
         self.verdicts.append(verdict)
 
     def heartbeat(self, status: dict) -> None:
+        """Refuses what the real publisher refuses (non-JSON, NaN, a status the heartbeat schema rejects)."""
         self.threads.add(threading.current_thread().name)
+        dumps_json(status)
+        check_status(status)
         self.heartbeats.append(status)
 
     def close(self) -> None:
@@ -146,3 +153,14 @@ def grey(h: int, w: int, blob: bool = False) -> np.ndarray:
     if blob:
         img[h * 3 // 8 : h * 5 // 8, w * 3 // 8 : w * 5 // 8] = 255
     return img
+
+
+def model_variant(src: Path, dst: Path, **calibration) -> Path:
+    """A copy of the model folder ``src`` at ``dst`` with calibration fields replaced in the raw manifest JSON
+    (so NaN and Infinity can be written, as a hand-edited or foreign manifest might hold them)."""
+    shutil.copytree(src, dst)
+    path = dst / "manifest.json"
+    raw = json.loads(path.read_text())
+    raw["calibration"].update(calibration)
+    path.write_text(json.dumps(raw, indent=2))  # allow_nan: NaN / Infinity tokens on purpose
+    return dst

@@ -43,7 +43,7 @@ def run_pipeline(source, be, cfg, publisher=None, notifier=None, timeout=20.0):
 
 def assert_invariant(p):
     c = p.stats.snapshot()["counters"]
-    assert c["frames_in"] == c["verdicts_out"] + c["dropped_queue"]
+    assert c["frames_in"] == c["verdicts_out"] + c["publish_errors"] + c["dropped_queue"]
     assert c["verdicts_out"] == c["ok"] + c["ng"] + c["unknown"]
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 import zmq
 
+from edge_inspect.decision import Thresholds
 from edge_inspect.errors import ModelError, ProtocolError
 from edge_inspect.protocol.control import ControlClient, ControlServer
 from edge_inspect.protocol.publisher import VerdictPublisher
@@ -14,11 +15,13 @@ from tests.protocol.helpers import ctl_settings, make_verdict, no_curve, pub_set
 
 
 class FakePipeline:
-    """Records every call; ``reload`` refuses folders named 'bad', ``trigger`` crashes on 'boom'."""
+    """Records every accepted call; ``reload`` refuses folders named 'bad', ``trigger`` crashes on 'boom';
+    ``set_threshold`` applies the pipeline's rule (decision.Thresholds) with a lower bound of 0."""
 
     def __init__(self):
         self.calls: list[tuple] = []
         self.thresholds = {"image": 0.5, "pixel": 0.4}
+        self._rule = Thresholds(0.5, 0.4, image_lower_bound=0.0, pixel_lower_bound=0.0)
 
     def status(self) -> dict:
         return {"state": "running", "fps": 30.0, "thresholds": dict(self.thresholds)}
@@ -29,6 +32,7 @@ class FakePipeline:
         self.calls.append(("trigger", part_id))
 
     def set_threshold(self, image, pixel) -> None:
+        self._rule = self._rule.with_overrides(image, pixel, image_what="set_threshold image")  # ConfigError: no change
         self.calls.append(("set_threshold", image, pixel))
         if image is not None:
             self.thresholds["image"] = image
@@ -86,8 +90,7 @@ MALFORMED = [
     b'{"cmd": "trigger", "part_id": 17}',
     b'{"cmd": "set_threshold"}',
     b'{"cmd": "set_threshold", "image": "high"}',
-    b'{"cmd": "set_threshold", "image": 0}',
-    b'{"cmd": "set_threshold", "image": -0.5, "pixel": 0.3}',
+    b'{"cmd": "set_threshold", "image": -0.5, "pixel": 0.3}',  # below the model's bound: the target refuses
     b'{"cmd": "set_threshold", "image": NaN}',
     b'{"cmd": "set_threshold", "image": 0.6, "pixle": 0.3}',
     b'{"cmd": "last", "n": -5}',
@@ -125,6 +128,8 @@ def test_malformed_requests_get_an_error_and_change_nothing(station, raw):
 
 def test_target_errors_become_error_replies_and_the_thread_survives(station):
     target, _, _, client = station
+    reply = client.request_reply("set_threshold", image=-0.5)
+    assert not reply.ok and reply.error == "set_threshold image -0.5 is below 0, the least value the model outputs (everything would be flagged)"
     reply = client.request_reply("reload", model_dir="/models/bad")
     assert not reply.ok and "manifest.json: missing" in reply.error
     reply = client.request_reply("trigger", part_id="boom")

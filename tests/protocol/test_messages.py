@@ -154,14 +154,60 @@ def test_heartbeat_round_trip_and_status_types():
         HeartbeatMsg.from_frames([frames[0], json.dumps(bad).encode()])
 
 
+DRIFT = {"state": "drift", "n": 500, "window": 500, "median": 0.41, "calibration_median": 0.33, "shift_sigma": 1.6,
+         "spread_ratio": 1.1, "estimated_frr": 0.071, "target_frr": 0.005, "alert_frr": 0.02, "ng_share": 0.09,
+         "threshold": 0.52}
+
+
+def _heartbeat(status) -> HeartbeatMsg:
+    return HeartbeatMsg("line1", "cam0", BOOT, format_time(0.0), 1.0, 1.0, 7, status=status, publisher={})
+
+
+def test_heartbeat_drift_block_round_trips_and_may_hold_nulls_while_warming_up():
+    hb = _heartbeat({"state": "running", "fps": 30.0, "publish_errors": 0, "drift": DRIFT})
+    assert HeartbeatMsg.from_frames(hb.to_frames()).status["drift"] == DRIFT
+    warming = {**dict.fromkeys(DRIFT), "state": "warming_up", "n": 12, "window": 500}
+    assert HeartbeatMsg.from_frames(_heartbeat({"drift": warming}).to_frames()).status["drift"]["median"] is None
+    shifted_down = {**DRIFT, "shift_sigma": -2.5, "median": -0.3, "threshold": -0.1}  # fused z-scores go negative
+    assert _heartbeat({"drift": shifted_down}).to_frames()
+
+
+@pytest.mark.parametrize("status, field", [
+    ({"drift": "ok"}, "body.status.drift"),
+    ({"drift": {"n": 3}}, "body.status.drift.state"),
+    ({"drift": {**DRIFT, "state": "panic"}}, "body.status.drift.state"),
+    ({"drift": {**DRIFT, "n": -1}}, "body.status.drift.n"),
+    ({"drift": {**DRIFT, "n": 2.5}}, "body.status.drift.n"),
+    ({"drift": {**DRIFT, "estimated_frr": 1.5}}, "body.status.drift.estimated_frr"),
+    ({"drift": {**DRIFT, "ng_share": -0.1}}, "body.status.drift.ng_share"),
+    ({"drift": {**DRIFT, "median": "high"}}, "body.status.drift.median"),
+    ({"publish_errors": -1}, "body.status.publish_errors"),
+    ({"errors": "many"}, "body.status.errors"),  # the existing keys stay strict
+])
+def test_heartbeat_status_is_validated_strictly(status, field):
+    with pytest.raises(ProtocolError, match=field.replace(".", r"\.")):
+        _heartbeat(status).to_frames()
+    frames = _heartbeat({}).to_frames()
+    body = json.loads(frames[1])
+    body["status"] = status
+    with pytest.raises(ProtocolError, match=field.replace(".", r"\.")):
+        HeartbeatMsg.from_frames([frames[0], json.dumps(body).encode()])
+
+
 def test_control_request_parsing():
     req = ControlRequest.from_frames([b'{"cmd": "set_threshold", "image": 0.7, "id": 5}'])
     assert (req.cmd, req.args, req.id) == ("set_threshold", {"image": 0.7, "pixel": None}, 5)
     assert ControlRequest.from_frames(ControlRequest("last", {"since_seq": -1, "n": 3}).to_frames()).args == {
         "since_seq": -1, "n": 3}
+    # any finite number passes the protocol: the range is the model's (fused z-scores may be negative),
+    # checked by the pipeline (decision.Thresholds)
+    assert ControlRequest.from_frames([b'{"cmd": "set_threshold", "image": -1.5}']).args == {"image": -1.5, "pixel": None}
+    assert ControlRequest.from_frames([b'{"cmd": "set_threshold", "pixel": 0}']).args == {"image": None, "pixel": 0.0}
     for raw, match in [
         (b'{"cmd": "set_threshold"}', "image"),
-        (b'{"cmd": "set_threshold", "image": -1}', "range"),
+        (b'{"cmd": "set_threshold", "image": null, "pixel": null}', "image"),
+        (b'{"cmd": "set_threshold", "image": NaN}', "NaN"),
+        (b'{"cmd": "set_threshold", "pixel": -Infinity}', "Infinity"),
         (b'{"cmd": "set_threshold", "image": true}', "number"),
         (b'{"cmd": "set_threshold", "image": 1e999}', "finite"),
         (b'{"cmd": "last", "n": 0}', "range"),

@@ -50,6 +50,23 @@ def _frames(pub: VerdictPublisher, n: int) -> list[list[bytes]]:
     return [pub.publish(make_verdict(seq)).to_frames() for seq in range(n)]
 
 
+def test_heartbeat_refuses_a_bad_status_at_the_call_and_keeps_beating():
+    """A status the heartbeat schema refuses is the caller's error; the sender thread must not die of it."""
+    with VerdictPublisher(pub_settings(), no_curve()) as pub, VerdictListener(pub.endpoint) as listener:
+        wait_connected(listener)
+        pub.heartbeat({"state": "running", "fps": 25.0, "drift": {"state": "ok", "n": 50}})
+        with pytest.raises(ProtocolError, match=r"body\.status\.drift\.state"):
+            pub.heartbeat({"state": "running", "drift": {"state": "panic"}})
+        with pytest.raises(ProtocolError, match="not JSON-serialisable"):
+            pub.heartbeat({"state": "running", "fps": float("nan")})
+        pub.publish(make_verdict(0))
+        deadline, beats = time.monotonic() + 3, []
+        while time.monotonic() < deadline and not any(b.last_msg_seq == 0 for b in beats):
+            beats += [e.msg for e in listener.poll(0.1) if e.kind == "heartbeat"]
+    beat = next(b for b in beats if b.last_msg_seq == 0)
+    assert beat.status["drift"] == {"state": "ok", "n": 50} and beat.status["state"] == "running"
+
+
 def test_gap_is_detected_and_filled_through_last():
     # The listener is fed the wire frames directly so the gap is exact; resync uses the real control socket.
     with VerdictPublisher(pub_settings(), no_curve()) as pub, ControlServer(ctl_settings(), no_curve(), None, pub) as ctl:

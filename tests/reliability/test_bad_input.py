@@ -18,6 +18,7 @@ from edge_inspect.errors import InputShapeError
 from edge_inspect.manifest import load_manifest, save_manifest
 from edge_inspect.preprocess import preprocess
 from tests.fixtures.tiny_model import make_tiny_model
+from tests.pipeline.fakes import model_variant
 from tests.reliability.test_faults import _Frames, counters, no_traceback, settings, start_wired
 
 pytestmark = pytest.mark.slow
@@ -91,7 +92,8 @@ BAD_REQUESTS = [
     b'{"cmd": "explode"}',
     b'{"cmd": "status", "verbose": true}',
     b'{"cmd": "set_threshold"}',
-    b'{"cmd": "set_threshold", "image": -1}',
+    b'{"cmd": "set_threshold", "image": -1}',  # below the model's lower bound (0): the pipeline refuses
+    b'{"cmd": "set_threshold", "pixel": -0.5}',
     b'{"cmd": "set_threshold", "image": "high"}',
     b'{"cmd": "set_threshold", "image": NaN}',
     b'{"cmd": "set_threshold", "image": 1e999}',
@@ -111,7 +113,10 @@ BAD_REQUESTS = [
 def test_malformed_control_requests_get_an_error_and_change_nothing(tiny_model_dir, tmp_path):
     import zmq
 
-    st = Station(tiny_model_dir, "synthetic://?fps=100&size=64", tmp_path, args=["--mode", "lossless"])
+    # the tiny model's score and map are squared distances: with their real lower bound 0 in the manifest,
+    # a negative threshold is refused by the pipeline (the protocol passes any finite number)
+    model = model_variant(tiny_model_dir, tmp_path / "model", score_lower_bound=0.0, map_lower_bound=0.0)
+    st = Station(model, "synthetic://?fps=100&size=64", tmp_path, args=["--mode", "lossless"])
     wire = WireCollector(st.pub)
     wire.start()
     st.start()

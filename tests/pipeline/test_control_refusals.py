@@ -1,0 +1,150 @@
+"""Refusals over the real control channel and publisher: a bad reload or threshold changes nothing, its reply
+says so in one line, verdicts keep coming from the old model and heartbeats' last_msg_seq keeps advancing."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import zmq
+
+from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
+from edge_inspect.manifest import load_manifest
+from edge_inspect.pipeline.runner import Pipeline
+from edge_inspect.protocol.control import ControlClient, ControlServer
+from edge_inspect.protocol.messages import HeartbeatMsg, VerdictMsg
+from edge_inspect.protocol.publisher import VerdictPublisher
+from edge_inspect.settings import Settings
+from tests.fixtures.tiny_model import make_tiny_model
+from tests.pipeline.fakes import ScriptedSource, grey, model_variant
+
+
+class Wire:
+    """SUB socket in a thread: every verdict and heartbeat the station publishes, decoded and validated."""
+
+    def __init__(self, endpoint: str):
+        self.verdicts: list[VerdictMsg] = []
+        self.heartbeats: list[HeartbeatMsg] = []
+        self._ctx = zmq.Context()
+        self._sub = self._ctx.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.connect(endpoint)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            if not self._sub.poll(50):
+                continue
+            frames = self._sub.recv_multipart()
+            if frames[0].startswith(b"verdict."):
+                self.verdicts.append(VerdictMsg.from_frames(frames))
+            else:
+                self.heartbeats.append(HeartbeatMsg.from_frames(frames))
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
+        self._sub.close(linger=0)
+        self._ctx.term()
+
+
+def wait_for(cond, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+@pytest.fixture()
+def station(tiny_model_dir, tmp_path):
+    """A running pipeline on a bounded copy of the tiny model, with its real publisher and control channel."""
+    live = model_variant(tiny_model_dir, tmp_path / "live", score_lower_bound=0.0, map_lower_bound=0.0)
+    cfg = Settings(pipeline={"warmup_runs": 0, "mode": "lossless"},
+                   camera={"read_timeout_s": 0.2},
+                   publisher={"bind": "tcp://127.0.0.1:*", "heartbeat_s": 0.05, "linger_ms": 0},
+                   control={"bind": "tcp://127.0.0.1:*"}, security={"curve": "off"})
+    pub = VerdictPublisher(cfg.publisher, cfg.security, camera_id="cam0")
+    wire = Wire(pub.endpoint)
+    wait_for(lambda: wire.heartbeats)  # the subscription is live before the first verdict
+    src = ScriptedSource(grey(120, 200, blob=True), count=None, interval_s=0.005, camera_id="cam0")
+    p = Pipeline(src, OnnxRuntimeBackend(live, load_manifest(live)), pub, cfg,
+                 backend_factory=lambda d, m: OnnxRuntimeBackend(d, m))
+    p.start()
+    ctl = ControlServer(cfg.control, cfg.security, target=p, publisher=pub).start()
+    client = ControlClient(ctl.endpoint)
+    try:
+        wait_for(lambda: len(wire.verdicts) >= 5)
+        yield p, wire, client, ctl.endpoint
+    finally:
+        client.close()
+        ctl.close()
+        p.stop(timeout=10)
+        wire.close()
+
+
+def _last_msg_seq(wire: Wire) -> int:
+    return wire.heartbeats[-1].last_msg_seq
+
+
+def _assert_unchanged_and_advancing(p, wire, n_before: int, seq_before: int):
+    wait_for(lambda: len(wire.verdicts) >= n_before + 10)
+    wait_for(lambda: _last_msg_seq(wire) > seq_before + 5)  # heartbeats vouch for new verdicts: not frozen
+    later = wire.verdicts[n_before:]
+    assert all(v.model_id == "tiny-test-model" and v.threshold == 0.5 and v.result_state == "ng" for v in later)
+    status = p.status()
+    assert status["generation"] == 0 and status["threshold"]["image"] == 0.5
+    assert wire.heartbeats[-1].status["state"] == "running" and wire.heartbeats[-1].status["generation"] == 0
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"image_threshold": float("inf")}, "image_threshold must be a finite number, got inf"),
+    ({"pixel_threshold": float("nan")}, "pixel_threshold must be a finite number, got nan"),
+    ({"norm_max": float("nan")}, "norm_max must be a finite number, got nan"),
+    ({"image_threshold": -0.25, "score_lower_bound": 0.0}, "image_threshold -0.25 is below 0, the least value the model outputs"),
+])
+def test_reload_of_a_bad_folder_replies_false_and_changes_nothing(station, tiny_model_dir, tmp_path, changes, fragment):
+    p, wire, client, _ = station
+    bad = model_variant(tiny_model_dir, tmp_path / "bad", **changes)
+    n_before, seq_before = len(wire.verdicts), _last_msg_seq(wire)
+    reply = client.request_reply("reload", model_dir=str(bad), timeout_s=10)
+    assert reply.ok is False and "\n" not in reply.error and "internal error" not in reply.error
+    assert str(bad) in reply.error and fragment in reply.error, reply.error
+    _assert_unchanged_and_advancing(p, wire, n_before, seq_before)
+    assert p.stats.get("reloads") == 0
+
+
+@pytest.mark.parametrize("raw, fragment", [
+    (b'{"cmd": "set_threshold", "image": NaN}', "NaN is not allowed"),
+    (b'{"cmd": "set_threshold", "image": -1}', "set_threshold image -1 is below 0, the least value the model outputs"),
+    (b'{"cmd": "set_threshold", "pixel": -0.5}', "set_threshold pixel -0.5 is below 0, the least value the model outputs"),
+])
+def test_set_threshold_refusal_over_control(station, raw, fragment):
+    p, wire, _, endpoint = station
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    try:
+        n_before, seq_before = len(wire.verdicts), _last_msg_seq(wire)
+        sock.send_multipart([b"", raw])  # raw bytes: a client that is not ours can send NaN
+        assert sock.poll(5000)
+        reply = json.loads(sock.recv_multipart()[-1])
+    finally:
+        sock.close()
+        ctx.term()
+    assert reply["ok"] is False and fragment in reply["error"] and "\n" not in reply["error"], reply
+    _assert_unchanged_and_advancing(p, wire, n_before, seq_before)
+
+
+def test_good_reload_after_refusals_is_in_force(station, tmp_path):
+    p, wire, client, _ = station
+    new = make_tiny_model(tmp_path / "new", threshold=1e6)
+    reply = client.request_reply("reload", model_dir=str(new), timeout_s=10)
+    assert reply.ok and reply.result["in_force"] is True and reply.result["generation"] == 1
+    wait_for(lambda: wire.verdicts[-1].threshold == 1e6)
+    assert wire.verdicts[-1].result_state == "ok"
+    wait_for(lambda: wire.heartbeats[-1].status["drift"]["threshold"] == 1e6)
