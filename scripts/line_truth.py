@@ -21,11 +21,11 @@ from edge_inspect.camera.synthetic import true_class  # noqa: E402
 
 
 def confusion(records, seed: int, defect_rate: float) -> tuple[Counter, Counter]:
-    """(overall counts, per-defect-type counts) of verdict records (dicts with "seq" and "label")."""
+    """(overall counts, per-defect-type counts) of verdict records (wire bodies: "seq", "result_state")."""
     total, per_type = Counter(), Counter()
     for r in records:
         truth = true_class(seed, int(r["seq"]), defect_rate)
-        label = r["label"]
+        label = r["result_state"]
         if label == "unknown":
             total["unknown"] += 1
         elif truth == "good":
@@ -39,8 +39,8 @@ def confusion(records, seed: int, defect_rate: float) -> tuple[Counter, Counter]
 
 def _line(r: dict, truth: str) -> str:
     score = "-" if r.get("score") is None else f"{r['score']:.3f}"
-    mark = "" if r["label"] == "unknown" or (r["label"] == "ng") == (truth != "good") else "   <-- wrong"
-    return f"  seq={r['seq']:<5} {r['label'].upper():<7} score={score:<9} threshold={r['threshold']:.3f}  truth={truth}{mark}"
+    mark = "" if r["result_state"] == "unknown" or (r["result_state"] == "ng") == (truth != "good") else "   <-- wrong"
+    return f"  seq={r['seq']:<5} {r['result_state'].upper():<7} score={score:<9} threshold={r['threshold']:.3f}  truth={truth}{mark}"
 
 
 def main() -> int:

@@ -49,3 +49,45 @@ def test_malformed_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1, "model_id": "x"}))
     with pytest.raises(ManifestError, match="invalid field"):
         load_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("file", ["../../x.onnx", "/etc/passwd", "sub/../../head.onnx", " "])
+def test_graph_files_must_stay_inside_the_model_folder(tiny_model_dir, tmp_path, file):
+    d = _copy(tiny_model_dir, tmp_path)
+    raw = json.loads((d / "manifest.json").read_text())
+    raw["graphs"][1]["file"] = file
+    (d / "manifest.json").write_text(json.dumps(raw))
+    with pytest.raises(ManifestError, match=r"invalid field 'graphs\.1\.file'.*inside the model folder"):
+        load_manifest(d, verify_files=False)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("image_threshold", "Infinity", "image_threshold must be a finite number"),
+    ("image_threshold", "NaN", "image_threshold must be a finite number"),
+    ("pixel_threshold", "-Infinity", "pixel_threshold must be a finite number"),
+    ("norm_max", "NaN", "norm_max must be a finite number"),
+    ("norm_max", "-5", "norm_max (-5.0) must be greater than norm_min"),
+    ("map_norm_span", "0", "map_norm_span must be > 0"),
+])
+def test_non_finite_or_inconsistent_deciding_numbers_are_refused_at_load(tiny_model_dir, tmp_path, field, value, message):
+    d = _copy(tiny_model_dir, tmp_path)
+    text = (d / "manifest.json").read_text()
+    raw = json.loads(text)
+    old = json.dumps(raw["calibration"][field]) if field in raw["calibration"] else None
+    raw["calibration"][field] = "__X__"
+    (d / "manifest.json").write_text(json.dumps(raw).replace('"__X__"', value))  # raw JSON tokens, as a user writes them
+    with pytest.raises(ManifestError, match=rf"{d}/manifest.json: invalid field 'calibration': {message}".replace("(", r"\(").replace(")", r"\)")):
+        load_manifest(d)
+    assert old is not None or field == "map_norm_span"
+
+
+def test_schema_2_folders_still_load_without_the_schema_3_fields(tiny_model_dir, tmp_path):
+    d = _copy(tiny_model_dir, tmp_path)
+    raw = json.loads((d / "manifest.json").read_text())
+    raw["schema_version"] = 2
+    for key in ("threshold_model", "score_lower_bound", "map_lower_bound", "escape_rate", "escape_interval", "defects_source"):
+        raw["calibration"].pop(key, None)
+    raw.pop("score_fusion", None)
+    (d / "manifest.json").write_text(json.dumps(raw))
+    m = load_manifest(d)
+    assert m.schema_version == 2 and m.calibration.threshold_model is None and m.score_fusion is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def register(subparsers) -> None:
@@ -59,6 +60,12 @@ def format_manifest(m, model_dir) -> str:
     if cal.defect_scores is not None:
         ds = cal.defect_scores
         lines.append(f"defect scores: n={ds.count} mean {ds.mean:.4g} std {ds.std:.4g} min {ds.min:.4g} max {ds.max:.4g}")
+    from ..evaluation.recalibrate import HISTORY_DIR, describe
+
+    lines += ["calibration:", *("  " + line for line in describe(cal).splitlines())]
+    kept = sorted((Path(model_dir) / HISTORY_DIR).glob("manifest-*.json"))
+    if kept:
+        lines.append(f"  {len(kept)} earlier calibration(s) kept in {Path(model_dir) / HISTORY_DIR}")
     if m.engines:
         lines.append(f"engines ({len(m.engines)}):")
         for e in m.engines:

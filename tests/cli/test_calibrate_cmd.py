@@ -62,6 +62,9 @@ def test_calibrate_from_a_folder_replaces_the_calibration_and_keeps_the_previous
     kept = list((model / "calibrations").glob("manifest-*.json"))
     assert len(kept) == 1 and json.loads(kept[0].read_text())["calibration"]["image_threshold"] == 0.5
     assert [g.sha256 for g in m.graphs] == [g.sha256 for g in load_manifest(model, verify_files=True).graphs]
+    assert main(["info", "--model", str(model)]) == 0
+    info = capsys.readouterr().out
+    assert "for a 1 % false-reject rate" in info and "1 earlier calibration(s) kept" in info
 
 
 def test_dry_run_writes_nothing(model, tmp_path, capsys):
