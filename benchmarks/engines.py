@@ -184,7 +184,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure(model_dir: Path, runs: int, warmup: int) -> dict:
-    from edge_inspect.backends.tensorrt import TensorRTBackend, usable
+    from edge_inspect.backends.tensorrt import TensorRTBackend
+    from edge_inspect.backends.trt_probe import usable
     from edge_inspect.manifest import load_manifest
 
     manifest = load_manifest(model_dir)

@@ -24,7 +24,6 @@ OUT/quality.json. Example (the 20-minute CPU budget of issue 3):
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import logging
 import sys
@@ -115,23 +114,18 @@ def main(argv=None) -> int:
     ap.add_argument("--category", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--profile", default="edge")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="training setting (keys: edge-inspect train --list-settings)")
     ap.add_argument("--skip-train", action="store_true", help="reuse OUT/run and OUT/model")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     out = Path(args.out)
-    overrides = {}
-    for item in args.set:
-        k, _, v = item.partition("=")
-        try:
-            overrides[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            overrides[k] = v
+    from edge_inspect.cli.train_cmd import parse_sets
     from trainer.config import make_config
     from trainer.export import export
     from trainer.train import train
 
-    cfg = make_config(args.profile, overrides)
+    cfg = make_config(args.profile, parse_sets(args.set))
     train_s = None
     if not args.skip_train:
         t0 = time.time()

@@ -83,8 +83,15 @@ class Thresholds:
         )
 
     def label(self, score: float) -> str:
-        """The ok/ng rule: "ng" when the raw image ``score`` is above the image threshold, else "ok"."""
-        return "ng" if score > self.image else "ok"
+        """The ok/ng rule (``is_ng``) for one raw image score: "ng" or "ok"."""
+        return "ng" if bool(is_ng(score, self.image)) else "ok"
+
+
+def is_ng(scores, image_threshold: float):
+    """THE ok/ng rule, the one place it is written: True where the raw image score is above the image
+    threshold (score units). ``scores``: a float or an array of any shape (a bool array of that shape back);
+    NaN is never NG (the pipeline turns a non-finite score into "unknown" before asking)."""
+    return np.asarray(scores, dtype=np.float64) > image_threshold
 
 
 def normalise(values, threshold: float, calibration: Calibration, is_map: bool = False):

@@ -31,7 +31,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_inspect.backends.tensorrt import TrtEnvironment, trt_logger_and_errors
+from edge_inspect.backends.tensorrt_runner import take_trt_errors, trt_logger
+from edge_inspect.backends.trt_probe import TrtEnvironment, probe_environment
 from edge_inspect.errors import ConfigError, EngineError
 from edge_inspect.manifest import EngineRecord, GraphSpec, Manifest, TensorSpec, sha256_file, utc_now
 
@@ -140,9 +141,8 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, timi
     """
     import tensorrt as trt
 
-    make_logger, take_errors = trt_logger_and_errors()
-    logger = make_logger(trt)
-    take_errors()  # forget errors of earlier, unrelated calls
+    logger = trt_logger(trt)
+    take_trt_errors()  # forget errors of earlier, unrelated calls
     builder = trt.Builder(logger)
     strongly_typed = options.precision == "int8"
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
@@ -150,7 +150,7 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, timi
     parser = trt.OnnxParser(network, logger)
     ok = parser.parse_from_file(str(onnx_path))
     if not ok or parser.num_errors:
-        messages = parser_errors(parser) or [take_errors()]
+        messages = parser_errors(parser) or [take_trt_errors()]
         raise EngineError(f"{onnx_path}: the TensorRT ONNX parser rejected graph '{graph_name}': "
                           + " | ".join(m.replace("\n", " ") for m in messages))
 
@@ -202,7 +202,8 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, timi
     serialized = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - t0
     if serialized is None:
-        raise EngineError(f"{onnx_path}: TensorRT failed to build an engine for graph '{graph_name}': {take_errors()}")
+        raise EngineError(f"{onnx_path}: TensorRT failed to build an engine for graph '{graph_name}': "
+                          f"{take_trt_errors()}")
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = engine_path.with_name(engine_path.name + ".tmp")
     with open(tmp, "wb") as fh:
@@ -285,7 +286,6 @@ def build_model(model_dir, options: BuildOptions, force: bool = False, verify_im
     The manifest is written only when every engine passed verification; an engine outside tolerance
     raises EngineError (its file stays, but without a verified record it is never reused).
     """
-    from edge_inspect.backends.tensorrt import probe_environment
     from edge_inspect.manifest import load_manifest, save_manifest
 
     from .verify import verify_model

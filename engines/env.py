@@ -1,6 +1,6 @@
 """What this machine offers for building and checking engines: TensorRT, pycuda, a CUDA device, ONNX Runtime.
 
-The device part of the probe lives in ``edge_inspect.backends.tensorrt`` (the runtime needs it to refuse
+The device part of the probe lives in ``edge_inspect.backends.trt_probe`` (the runtime needs it to refuse
 foreign engines and must not import this package); this module adds what only the converter and the
 GPU check care about, and turns "something is missing" into one clear line.
 
@@ -14,7 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
-from edge_inspect.backends.tensorrt import TrtEnvironment, probe_environment
+from edge_inspect.backends.trt_probe import TrtEnvironment, probe_environment
 
 
 @dataclass(frozen=True)

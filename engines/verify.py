@@ -1,9 +1,10 @@
 """Polygraphy-style acceptance check: every engine against ONNX Runtime on the same real inputs.
 
 Reference: ONNX Runtime on CPU in FP32 runs the whole model folder and keeps *every* tensor. Each
-engine is then run on its own with the reference values of its inputs (the preprocessed images for
-the first graph, the upstream graphs' ONNX Runtime outputs for later ones), so an engine is judged on
-its own error, not on what its predecessors passed on. After all engines pass, the chained
+engine is then run on its own, by the runtime's ``TensorRTRunner`` given that one engine, with the
+reference values of its inputs (the preprocessed images for the first graph, the upstream graphs'
+ONNX Runtime outputs for later ones), so an engine is judged on its own error, not on what its
+predecessors passed on. After all engines pass, the chained
 TensorRT backend is compared end to end (reported, not judged: the per-engine checks are the gate).
 
 Criterion, per output tensor and input sample (``max`` error statistic, scaled by the tensor's range):
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_inspect.backends.tensorrt_runner import EngineFile, TensorRTRunner
 from edge_inspect.errors import DataError, EngineError, require
 from edge_inspect.manifest import EngineRecord, InputSpec, Manifest
 
@@ -129,7 +131,7 @@ def synthetic_images(spec: InputSpec, count: int = 4, seed: int = 0) -> list[np.
 
 
 # --------------------------------------------------------------------------------------------
-# ONNX Runtime reference (every tensor) and one-engine TensorRT runner
+# ONNX Runtime reference (every tensor)
 # --------------------------------------------------------------------------------------------
 
 
@@ -151,73 +153,6 @@ def reference_sessions(model_dir, manifest: Manifest) -> list:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return [ort.InferenceSession(str(Path(model_dir) / g.file), sess_options=opts, providers=["CPUExecutionProvider"])
             for g in manifest.graphs]
-
-
-class EngineRunner:
-    """Runs one engine alone at batch 1 (host in, host out). For verification only."""
-
-    def __init__(self, engine_path: Path, dla_core: int | None = None):
-        import pycuda.driver as cuda
-        import tensorrt as trt
-
-        from edge_inspect.backends.tensorrt import _trt_errors, _trt_logger
-
-        self._cuda, self._trt = cuda, trt
-        cuda.init()
-        self._ctx = cuda.Device(0).retain_primary_context()
-        self._ctx.push()
-        try:
-            runtime = trt.Runtime(_trt_logger(trt))
-            if dla_core is not None:
-                runtime.DLA_core = int(dla_core)
-            self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-            if self.engine is None:
-                raise EngineError(f"{engine_path}: cannot deserialise the engine just built ({_trt_errors()})")
-            self.context = self.engine.create_execution_context()
-            self.stream = cuda.Stream()
-            self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-            self.inputs = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-            for n in self.inputs:
-                shape = tuple(self.engine.get_tensor_shape(n))
-                if shape and shape[0] < 0:
-                    self.context.set_input_shape(n, (1, *shape[1:]))
-            self.device, self.host = {}, {}
-            for n in self.names:
-                dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(n)))
-                shape = tuple(self.context.get_tensor_shape(n))
-                self.host[n] = cuda.pagelocked_empty(shape, dtype)
-                self.device[n] = cuda.mem_alloc(max(self.host[n].nbytes, 1))
-                self.context.set_tensor_address(n, int(self.device[n]))
-        finally:
-            cuda.Context.pop()
-
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cuda = self._cuda
-        self._ctx.push()
-        try:
-            for n in self.inputs:
-                np.copyto(self.host[n], feeds[n].reshape(self.host[n].shape), casting="unsafe")
-                cuda.memcpy_htod_async(self.device[n], self.host[n], self.stream)
-            if not self.context.execute_async_v3(stream_handle=self.stream.handle):
-                raise EngineError("execute_async_v3 failed during verification")
-            outs = [n for n in self.names if n not in self.inputs]
-            for n in outs:
-                cuda.memcpy_dtoh_async(self.host[n], self.device[n], self.stream)
-            self.stream.synchronize()
-            return {n: np.array(self.host[n], np.float32) for n in outs}
-        finally:
-            cuda.Context.pop()
-
-    def close(self) -> None:
-        self._ctx.push()
-        try:
-            for buf in self.device.values():
-                buf.free()
-            self.device, self.host = {}, {}
-            self.context = self.engine = None
-        finally:
-            self._cuda.Context.pop()
-            self._ctx.detach()
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,14 +204,13 @@ def verify_model(model_dir, manifest: Manifest, only: set[str] | None = None,
         if g.name not in only:
             continue
         rec = records[g.name]
-        runner = EngineRunner(Path(model_dir) / rec.file, rec.dla_core)
-        try:
-            comparisons = []
+        comparisons = []
+        # The runtime's runner, given this one engine: every output of it comes back to the host.
+        with TensorRTRunner([EngineFile(g.name, Path(model_dir) / rec.file, rec.dla_core)]) as runner:
             for ref in refs:
-                outs = runner.run({t.name: ref[t.name] for t in g.inputs})
-                comparisons += [compare(name, out, ref[name], TOLERANCES[rec.precision]) for name, out in outs.items()]
-        finally:
-            runner.close()
+                outs = runner.infer({t.name: ref[t.name] for t in g.inputs})
+                comparisons += [compare(name, out, ref[name], TOLERANCES[rec.precision])
+                                for name, out in outs.items()]
         records[g.name], fails = judge(rec, comparisons)
         failures += fails
         log.info("%s: max abs error %.3g vs ONNX Runtime (%s)", g.name, records[g.name].max_abs_error,

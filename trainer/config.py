@@ -1,77 +1,137 @@
-"""Training configuration: model shape (profiles) and the two-stage schedule. Carried inside every checkpoint."""
+"""Training configuration: model shape (profiles) and the two-stage schedule. Carried inside every checkpoint.
+
+Pydantic models, the runtime settings' idiom: choices are ``Literal``, ranges are field constraints, and
+an unknown key or a bad value is a ConfigError of one line that names the key. ``to_dict`` /
+``from_dict`` give and take the plain dict that checkpoints store; keys a run older than a setting
+lacks take the setting's default.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+import difflib
+import re
+import typing
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 
 from edge_inspect.errors import ConfigError
 
-DISC_INPUTS = ("summed", "separate")
+# Must match trainer.backbones.BACKBONES (tests/trainer/test_backbones.py checks it).
+Backbone = Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2", "resnet18", "resnet50",
+                   "wide_resnet50_2"]
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True)
+# Keys older checkpoints carry that no longer mean anything; from_dict drops them.
+_RETIRED = ("workers",)
 
 
-@dataclass
-class ModelConfig:
-    teacher1: str = "efficientnet-lite0"
-    teacher2: str = "efficientnet-lite2"
-    teacher1_weights: str | None = None  # local file for ResNet weights (else torch hub cache)
-    teacher2_weights: str | None = None
-    student2_widths: list[int] = field(default_factory=lambda: [128, 64, 32])  # decoder widths at strides 16/8/4
-    attention: bool = True
-    disc_base: int = 16
-    disc_depth: int = 3
-    use_pair2: bool = True
-    use_discriminator: bool = True
-    map_sigma: float = 4.0  # Gaussian smoothing of the final map in input pixels (STPM uses 4)
-    score_topk: int = 1  # 1 = max of the map; >1 = mean of the top-k pixels
-    disc_inputs: str = "summed"  # "summed": M4, M8, M16 as in the paper; "separate": both pairs' six maps
-    st_exponent: float = 1.0  # final map = st_map^e × disc_prob; 1 is the paper's product, 0 the discriminator alone
-    # image score = z(max of map) + w·z(Mahalanobis distance of pooled teacher features); 0 = the map's max alone
-    global_weight: float = 0.0
-    # final map = z(RSTPM map) + w·z(regional map: Mahalanobis distance of the teachers' stride-16 features
-    # pooled over region_window × region_window cells); 0 = the RSTPM map alone
-    region_weight: float = 0.0
-    region_window: int = 9
+class ModelConfig(BaseModel):
+    model_config = _STRICT
+
+    teacher1: Backbone = Field("efficientnet-lite0", description="teacher of pair 1 (student 1 is its architecture)")
+    teacher2: Backbone = Field("efficientnet-lite2", description="teacher of pair 2 (student 2 reconstructs it)")
+    teacher1_weights: str | None = Field(None, description="local ImageNet weights file for a ResNet teacher 1 "
+                                         "(else the torch hub cache)")
+    teacher2_weights: str | None = Field(None, description="local ImageNet weights file for a ResNet teacher 2")
+    student2_widths: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=3, max_length=3)] = Field(
+        default_factory=lambda: [128, 64, 32], description="student 2's decoder widths at strides 16/8/4")
+    attention: bool = Field(True, description="attention gates from teacher 2 in student 2's decoder")
+    disc_base: int = Field(16, ge=1, description="channels of the discriminator U-Net's first level")
+    disc_depth: int = Field(3, ge=1, description="levels of the discriminator U-Net")
+    use_pair2: bool = Field(True, description="use the second (reconstructing) pair in the maps")
+    use_discriminator: bool = Field(True, description="train the discriminator (stage 2); off: ablation")
+    map_sigma: float = Field(4.0, ge=0, description="Gaussian smoothing of the final map, input pixels (STPM: 4)")
+    score_topk: int = Field(1, ge=1, description="image score from the map: 1 = its max, k > 1 = mean of top k pixels")
+    disc_inputs: Literal["summed", "separate"] = Field(
+        "summed", description="discriminator input: the M4/M8/M16 sums (paper) or both pairs' six maps")
+    st_exponent: float = Field(1.0, ge=0, le=4, description="final map = st_map^e x disc_prob: 1 = paper's product, "
+                               "0 = discriminator alone")
+    global_weight: float = Field(0.0, ge=0, le=10, description="image score = z(map max) + w z(Mahalanobis distance "
+                                 "of pooled teacher features); 0 = the map's max alone")
+    region_weight: float = Field(0.0, ge=0, le=10, description="final map = z(RSTPM map) + w z(regional Gaussian map); "
+                                 "0 = the RSTPM map alone")
+    region_window: int = Field(9, ge=1, description="regional Gaussian window, in stride-16 cells (odd)")
+
+    @field_validator("region_window")
+    @classmethod
+    def _odd_window(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError("must be odd (the window is centred on its cell)")
+        return v
 
 
-@dataclass
-class TrainConfig:
-    profile: str = "edge"
-    image_size: int = 256
-    model: ModelConfig = field(default_factory=ModelConfig)
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(**_STRICT, protected_namespaces=())
+
+    profile: Literal["edge", "paper"] = Field("edge", description="the profile these defaults came from")
+    image_size: int = Field(256, ge=32, description="model input side in pixels (square)")
+    model: ModelConfig = Field(default_factory=ModelConfig)
     # stage 1: both students; teachers frozen. 50 + 80 epochs (edge): on magnetic_tile with an H100 this
     # trained in 4-6 min; 150 stage-1 epochs improved the student maps but not the final map (issue 3).
-    epochs1: int = 50
-    batch_size1: int = 16
-    optimizer1: str = "adam"  # "sgd" is STPM's recipe (lr 0.4, momentum 0.9) for ResNet students
-    lr1: float = 3e-3  # Adam, cosine-decayed over stage 1
-    weight_decay1: float = 1e-5
+    epochs1: int = Field(50, ge=0, description="stage 1 epochs (both students; teachers frozen)")
+    batch_size1: int = Field(16, ge=2, description="stage 1 batch size (BatchNorm needs 2)")
+    optimizer1: Literal["adam", "sgd"] = Field("adam", description="stage 1 optimiser; sgd is STPM's recipe "
+                                               "(lr 0.4, momentum 0.9) for ResNet students")
+    lr1: float = Field(3e-3, gt=0, description="stage 1 learning rate, cosine-decayed")
+    weight_decay1: float = Field(1e-5, ge=0, description="stage 1 weight decay")
     # stage 2: discriminator on pseudo-anomalies; everything else frozen
-    epochs2: int = 80
-    batch_size2: int = 16
-    lr2: float = 1e-3
-    pool_factor: float = 2.0  # pseudo-anomaly samples generated per training image, maps cached
-    clean_fraction: float = 0.5
-    self_fraction: float = 0.0  # share of pseudo-anomalies textured with a crop of the same image
-    focal_gamma: float = 2.0
-    textures_dir: str | None = None
+    epochs2: int = Field(80, ge=0, description="stage 2 epochs (discriminator on pseudo-anomalies)")
+    batch_size2: int = Field(16, ge=2, description="stage 2 batch size")
+    lr2: float = Field(1e-3, gt=0, description="stage 2 learning rate (x0.2 at 80 % and 90 % of the epochs)")
+    pool_factor: float = Field(2.0, gt=0, description="pseudo-anomalies generated per training image (maps cached)")
+    clean_fraction: float = Field(0.5, ge=0, le=1, description="share of pseudo-anomaly samples left clean")
+    self_fraction: float = Field(0.0, ge=0, le=1, description="share of pseudo-anomalies textured with a crop of "
+                                 "the same image")
+    focal_gamma: float = Field(2.0, ge=0, description="focusing exponent of the discriminator's focal loss")
+    textures_dir: str | None = Field(None, description="folder of texture images for pseudo-anomalies (e.g. DTD); "
+                                     "none: built-in textures")
     # data
-    max_train_images: int | None = None
-    # good images held out for the score statistics and the threshold (at least data.MIN_HOLDOUT, see there)
-    holdout_fraction: float = 0.2
-    augment: bool = False
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 0
+    max_train_images: int | None = Field(None, ge=2, description="use at most this many good training images")
+    holdout_fraction: float = Field(0.2, ge=0, lt=1, description="good images held out for the score statistics "
+                                    "and the threshold (at least trainer.data.MIN_HOLDOUT)")
+    augment: bool = Field(False, description="random horizontal flips in stage 1 (no teacher-feature cache)")
+    seed: int = Field(0, ge=0, description="random seed")
+    device: str = Field("auto", description="auto (cuda when available, else cpu), cpu, cuda, cuda:1, mps")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v):
+            raise ValueError("choose auto, cpu, cuda, cuda:N or mps")
+        return v
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump()
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> TrainConfig:
-        d = dict(d)
-        model = ModelConfig(**d.pop("model", {}))
-        return TrainConfig(model=model, **d)
+        """From a checkpoint's dict; keys it lacks (a run older than the setting) take their defaults."""
+        d = {k: v for k, v in d.items() if k not in _RETIRED}
+        try:
+            return TrainConfig.model_validate(d)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc)) from exc
+
+    def override(self, overrides: dict[str, Any] | None) -> TrainConfig:
+        """A validated copy with ``overrides`` applied (flat: keys of ModelConfig at top level too); None
+        values are ignored."""
+        model_over, top_over = {}, {}
+        for k, v in (overrides or {}).items():
+            if v is None:
+                continue
+            if k in ModelConfig.model_fields:
+                model_over[k] = v
+            elif k in TrainConfig.model_fields and k != "model":
+                top_over[k] = v
+            else:
+                close = difflib.get_close_matches(k, setting_names(), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ConfigError(f"unknown training setting '{k}'{hint}; 'edge-inspect train --list-settings' lists them")
+        d = self.to_dict()
+        d.update(top_over)
+        d["model"] = {**d["model"], **model_over}
+        return TrainConfig.from_dict(d)
 
 
 PROFILES: dict[str, TrainConfig] = {
@@ -103,30 +163,62 @@ def make_config(profile: str, overrides: dict[str, Any] | None = None) -> TrainC
     """Profile defaults with overrides applied; keys of ModelConfig may be given at top level."""
     if profile not in PROFILES:
         raise ConfigError(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
-    cfg = TrainConfig.from_dict(PROFILES[profile].to_dict())
-    model_keys = {f.name for f in fields(ModelConfig)}
-    top_keys = {f.name for f in fields(TrainConfig)}
-    model_over, top_over = {}, {}
-    for k, v in (overrides or {}).items():
-        if v is None:
-            continue
-        if k in model_keys:
-            model_over[k] = v
-        elif k in top_keys:
-            top_over[k] = v
-        else:
-            raise ConfigError(f"unknown training setting '{k}'")
-    cfg = replace(cfg, model=replace(cfg.model, **model_over), **top_over)
-    if cfg.model.disc_inputs not in DISC_INPUTS:
-        raise ConfigError(f"disc_inputs must be one of {', '.join(DISC_INPUTS)}, got {cfg.model.disc_inputs!r}")
-    if not 0.0 <= float(cfg.model.st_exponent) <= 4.0:
-        raise ConfigError(f"st_exponent must be between 0 and 4, got {cfg.model.st_exponent!r}")
-    if not 0.0 <= float(cfg.model.global_weight) <= 10.0:
-        raise ConfigError(f"global_weight must be between 0 and 10, got {cfg.model.global_weight!r}")
-    if not 0.0 <= float(cfg.model.region_weight) <= 10.0:
-        raise ConfigError(f"region_weight must be between 0 and 10, got {cfg.model.region_weight!r}")
-    if not (isinstance(cfg.model.region_window, int) and cfg.model.region_window >= 1 and cfg.model.region_window % 2 == 1):
-        raise ConfigError(f"region_window must be an odd number of stride-16 cells ≥ 1, got {cfg.model.region_window!r}")
-    if not 0.0 <= float(cfg.self_fraction) <= 1.0:
-        raise ConfigError(f"self_fraction must be between 0 and 1, got {cfg.self_fraction!r}")
-    return cfg
+    return PROFILES[profile].override(overrides)
+
+
+def setting_names() -> list[str]:
+    """Every key ``make_config`` takes (ModelConfig's at top level), in declaration order."""
+    return [k for k in TrainConfig.model_fields if k not in ("model", "profile")] + list(ModelConfig.model_fields)
+
+
+def describe_settings(profile: str) -> list[tuple[str, str, Any, str]]:
+    """(key, type, default under ``profile``, description) for every key ``make_config`` takes."""
+    cfg = make_config(profile)
+    rows = []
+    for name in setting_names():
+        model_key = name in ModelConfig.model_fields
+        info = (ModelConfig if model_key else TrainConfig).model_fields[name]
+        value = getattr(cfg.model if model_key else cfg, name)
+        rows.append((name, _type_text(info), value, info.description or ""))
+    return rows
+
+
+def _type_text(info: FieldInfo) -> str:
+    """``int >= 2``, ``float 0..4``, ``adam|sgd``, ``str or none`` ..."""
+    ann = info.annotation
+    args = typing.get_args(ann)
+    optional = type(None) in args
+    if optional:
+        ann = next(a for a in args if a is not type(None))
+    if typing.get_origin(ann) is Literal:
+        text = "|".join(str(a) for a in typing.get_args(ann))
+    elif typing.get_origin(ann) is list:
+        sizes = {type(m).__name__: m for m in info.metadata}
+        n = getattr(sizes.get("MinLen"), "min_length", None)
+        text = f"list of {n} int" if n is not None and n == getattr(sizes.get("MaxLen"), "max_length", None) else "list of int"
+    else:
+        text = getattr(ann, "__name__", str(ann))
+    bounds = {type(m).__name__: m for m in info.metadata}
+    lo = next((f"{op}{getattr(m, attr)}" for op, attr, m in
+               ((">=", "ge", bounds.get("Ge")), (">", "gt", bounds.get("Gt"))) if m is not None), None)
+    hi = next((f"{op}{getattr(m, attr)}" for op, attr, m in
+               (("<=", "le", bounds.get("Le")), ("<", "lt", bounds.get("Lt"))) if m is not None), None)
+    if lo and hi and lo.startswith(">=") and hi.startswith("<="):
+        text += f" {lo[2:]}..{hi[2:]}"
+    else:
+        text += "".join(f" {b}" for b in (lo, hi) if b)
+    return text + (" or none" if optional else "")
+
+
+def _one_line(exc: ValidationError) -> str:
+    errors = exc.errors()
+    err = errors[0]
+    loc = [str(p) for p in err["loc"]]
+    key = loc[-1] if loc[:1] == ["model"] and len(loc) == 2 else ".".join(loc)  # make_config takes model keys flat
+    value = err.get("input")
+    shown = f" got {value!r}:" if value is not None and not isinstance(value, dict) and err["type"] != "missing" else ""
+    if err["type"] == "extra_forbidden":
+        return f"unknown training setting '{key}'; 'edge-inspect train --list-settings' lists them"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    msg = err["msg"].removeprefix("Value error, ")
+    return " ".join(f"invalid training setting '{key}':{shown} {msg}{more}".split())

@@ -49,5 +49,5 @@ class TorchBackend(Backend):
 
     @torch.no_grad()
     def infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self.model(torch.from_numpy(np.ascontiguousarray(inputs["image"])))
+        out = self.model(torch.from_numpy(np.ascontiguousarray(inputs[self.manifest.input.name])))
         return {k: v.numpy() for k, v in out.items()}

@@ -31,7 +31,7 @@ from edge_inspect.manifest import (
     utc_now,
 )
 
-from .config import TrainConfig, make_config
+from .config import TrainConfig
 from .flops import count_macs, count_params
 from .model import RSTPM, MapHead
 from .train import cross_fitted, input_spec, load_trained, set_score_stats
@@ -108,7 +108,7 @@ def with_head_settings(model: RSTPM, cfg: TrainConfig, overrides: dict | None, c
     if unknown:
         raise ConfigError(f"only {', '.join(HEAD_SETTINGS)} can change at export (no retraining); not {', '.join(unknown)}")
     old_model_cfg = cfg.model
-    cfg = make_config(cfg.profile, {**_flat(cfg), **overrides})
+    cfg = cfg.override(overrides)
     if (cfg.model.global_weight > 0 or cfg.model.region_weight > 0) and not bool(model.head.glob_fitted):
         raise ConfigError("global_weight or region_weight > 0 needs the Gaussians, which this run predates; retrain it")
     head = MapHead(cfg.model, model.head.image_size, model.head.global_channels, model.head.region_channels)
@@ -122,14 +122,8 @@ def with_head_settings(model: RSTPM, cfg: TrainConfig, overrides: dict | None, c
         if ckpt is None:
             raise ModelError("changing the map of a fused score needs the training checkpoint (its held-out images)")
         cat_dir = Path(ckpt["data"]["root"]) / ckpt["data"]["category"]
-        set_score_stats(model, cfg, [cat_dir / p for p in ckpt["data"]["holdout"]])
+        set_score_stats(model, cfg, [cat_dir / p for p in ckpt["data"]["holdout"]], show=True)
     return model, cfg
-
-
-def _flat(cfg: TrainConfig) -> dict:
-    d = cfg.to_dict()
-    d.pop("profile")
-    return {**d.pop("model"), **d}
 
 
 # What an export writes; a folder holding only these (e.g. left by a failed export) may be written again.

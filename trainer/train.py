@@ -123,7 +123,7 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
     students = torch.nn.ModuleList([model.student1, model.student2])
     if cfg.optimizer1 == "sgd":
         opt1 = torch.optim.SGD(students.parameters(), lr=cfg.lr1, momentum=0.9, weight_decay=cfg.weight_decay1)
-    else:
+    else:  # "adam": TrainConfig refuses any other name
         opt1 = torch.optim.Adam(students.parameters(), lr=cfg.lr1, weight_decay=cfg.weight_decay1)
     opt2 = torch.optim.Adam(model.head.parameters(), lr=cfg.lr2) if cfg.model.use_discriminator else None
     sched2 = (
@@ -135,7 +135,8 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
     ckpt_path = out / CHECKPOINT
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ckpt["config"] != cfg.to_dict():
+        # Compared as configs: a checkpoint older than a setting lacks its key and gets its default.
+        if TrainConfig.from_dict(ckpt["config"]) != cfg:
             raise ConfigError(f"{ckpt_path} was trained with a different config; use a new --out folder or --no-resume")
         model.load_state_dict(ckpt["model"])
         opt1.load_state_dict(ckpt["opt1"])
@@ -203,7 +204,7 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
         checkpoint()
     if state["stage"] == 1:
         state.update(stage=2, epoch=0, stage1_seconds=time.time() - t0)
-        _set_map_normalisation(model, images, device, cfg.batch_size1)
+        _set_map_normalisation(model, images, device, cfg.batch_size1, show)
         checkpoint()
     del cached
 
@@ -218,7 +219,9 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
         maps, targets = _anomaly_pool(model, rgb, gen, spec, device, int(len(rgb) * cfg.pool_factor), cfg.batch_size2, rng, show)
         head = model.head
         disc = torch.nn.parallel.DistributedDataParallel(head.disc) if world > 1 else head.disc
-        for _ in range(state["epoch"], cfg.epochs2):
+        bar = _progress(range(state["epoch"], cfg.epochs2), desc="stage 2 (discriminator)", unit="epoch",
+                        initial=state["epoch"], total=cfg.epochs2, disable=not show)
+        for _ in bar:
             head.train()
             order = rng.permutation(len(maps))[rank::world]
             losses = []
@@ -240,13 +243,15 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
             sched2.step()
             state["epoch"] += 1
             state["history"].append({"stage": 2, "epoch": state["epoch"], "loss": float(np.mean(losses))})
+            if show:
+                bar.set_postfix(focal_loss=f"{np.mean(losses):.5f}")
             if show and (state["epoch"] % max(1, cfg.epochs2 // 10) == 0 or state["epoch"] == cfg.epochs2):
                 log.info("stage 2 epoch %d/%d focal loss %.5f", state["epoch"], cfg.epochs2, np.mean(losses))
             if state["epoch"] % 5 == 0:
                 checkpoint()
     state["stage2_seconds"] = time.time() - t0
     model.eval()
-    set_score_stats(model, cfg, [s.path for s in holdout], images, device)
+    set_score_stats(model, cfg, [s.path for s in holdout], images, device, show=show)
 
     final = out / FINAL
     if rank == 0:
@@ -266,13 +271,13 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
 
 
 @torch.no_grad()
-def _set_map_normalisation(model: RSTPM, images: torch.Tensor, device, batch: int) -> None:
+def _set_map_normalisation(model: RSTPM, images: torch.Tensor, device, batch: int, show: bool = False) -> None:
     """On good training images: per-map mean/std of the discriminator's input → its input scaling, and
     the Gaussians of the teachers' pooled features (image-level score) and window statistics (regional map)."""
     model.eval()
     head = model.head
     acc, pooled, windows = [], [], []
-    for i in range(0, len(images), batch):
+    for i in _progress(range(0, len(images), batch), desc="map statistics", disable=not show, leave=False):
         t1, s1, t2, s2 = model.features(_cl(images[i : i + batch].to(device)))
         acc.append(head.disc_input(*head.pair_maps(t1[:3], s1, t2, s2)).cpu())
         pooled.append(head.global_features(t1, t2).float().cpu())
@@ -282,7 +287,11 @@ def _set_map_normalisation(model: RSTPM, images: torch.Tensor, device, batch: in
     maps = torch.cat(acc)
     head.map_mean.copy_(maps.mean(dim=(0, 2, 3), keepdim=True))
     head.map_std.copy_(maps.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6))
-    for name, feats in (("glob", torch.cat(pooled)), ("reg", torch.cat(windows))):
+    fits = _progress((("glob", torch.cat(pooled)), ("reg", torch.cat(windows))), desc="Gaussian fits", total=2,
+                     disable=not show, leave=False)
+    for name, feats in fits:
+        if show:
+            fits.set_postfix_str(f"{'image-level' if name == 'glob' else 'regional'}: {len(feats)} x {feats.shape[1]}")
         mean, whiten, shrink = fit_gaussian(feats)
         getattr(head, f"{name}_mean").copy_(mean[None])
         getattr(head, f"{name}_whiten").copy_(whiten)
@@ -293,31 +302,32 @@ def _set_map_normalisation(model: RSTPM, images: torch.Tensor, device, batch: in
 
 @torch.no_grad()
 def set_score_stats(model: RSTPM, cfg: TrainConfig, holdout: list[Path], train_images: torch.Tensor | None = None,
-                    device="cpu", batch: int = 16) -> None:
+                    device="cpu", batch: int = 16, show: bool = False) -> None:
     """Good-image statistics that put fused parts on one scale: pixel mean/std of the RSTPM and regional
     maps (MapHead.fused_map), then mean/std of the local (final map's max) and global scores
     (MapHead.fused_score). Measured on the held-out good image files, unseen by the students and the
     Gaussians; without them the training images ``train_images`` (N,3,H,W) stand in, with a warning."""
     if holdout:
-        images = to_input(load_rgb_stack(holdout, cfg.image_size), input_spec(cfg))
+        bar = (lambda it: _progress(it, desc="loading held-out goods", leave=False)) if show else None
+        images = to_input(load_rgb_stack(holdout, cfg.image_size, progress=bar), input_spec(cfg))
     elif train_images is not None:
         log.warning("no held-out good images: score statistics come from training images (the Gaussians will over-weigh)")
         images = train_images
     else:
         raise DataError("score statistics need held-out good images, and this run has none")
-    rstpm, region, glob = head_components(model, images, device, batch)
+    rstpm, region, glob = head_components(model, images, device, batch, show)
     map_stats, score_stats = score_statistics(model.head, rstpm, region, glob)
     model.head.map_stats.copy_(map_stats)
     model.head.score_stats.copy_(score_stats)
 
 
 @torch.no_grad()
-def head_components(model: RSTPM, images: torch.Tensor, device="cpu", batch: int = 16):
+def head_components(model: RSTPM, images: torch.Tensor, device="cpu", batch: int = 16, show: bool = False):
     """What the fused map and score are made of, for ``images`` (N,3,H,W): RSTPM map (N,1,H,W), regional
     map (N,1,H,W) and image-level distance (N,), on the CPU."""
     model.eval()
     rstpm, region, glob = [], [], []
-    for i in range(0, len(images), batch):
+    for i in _progress(range(0, len(images), batch), desc="score statistics", disable=not show, leave=False):
         out = model(_cl(images[i : i + batch].to(device)))
         rstpm.append(out["rstpm_map"].float().cpu())
         region.append(out["region_map"].float().cpu())

@@ -1,4 +1,4 @@
-"""The backend interface (Polygraphy-runner style)."""
+"""The backend interface (Polygraphy-runner style) and the input check every backend applies."""
 
 from __future__ import annotations
 
@@ -6,14 +6,36 @@ import abc
 
 import numpy as np
 
-from ..manifest import Manifest
+from ..errors import InputShapeError
+from ..manifest import Manifest, TensorSpec
+
+
+def check_inputs(specs: list[TensorSpec], tensors: dict[str, np.ndarray], where: str) -> None:
+    """Raise InputShapeError unless every spec'd input is present with a matching shape and dtype.
+
+    A string axis in the spec (``"batch"``) matches any length; an int axis must match exactly.
+    """
+    for spec in specs:
+        arr = tensors.get(spec.name)
+        if arr is None:
+            raise InputShapeError(f"{where}: missing input '{spec.name}'")
+        if str(arr.dtype) != spec.dtype:
+            raise InputShapeError(f"{where}: input '{spec.name}' has dtype {arr.dtype}, "
+                                  f"expected {spec.dtype}")
+        if arr.ndim != len(spec.shape) or any(
+            isinstance(d, int) and d != a for d, a in zip(spec.shape, arr.shape, strict=False)
+        ):
+            want = tuple(spec.shape)
+            raise InputShapeError(f"{where}: input '{spec.name}' has shape {arr.shape}, expected {want}")
 
 
 class Backend(abc.ABC):
-    """Runs a whole exported model: ``infer({"image": (B,3,H,W) float32}) -> {"score": (B,), "anomaly_map": (B,1,H,W), ...}``.
+    """Runs a whole exported model.
+
+    ``infer({"image": (B,3,H,W) float32}) -> {"score": (B,), "anomaly_map": (B,1,H,W), ...}``.
 
     Context-managed: ``__enter__`` loads graphs/engines, ``__exit__`` frees them.
-    Implementations validate input names, shapes and dtypes and raise InputShapeError.
+    Implementations validate the model input with ``check_inputs`` and raise InputShapeError.
     """
 
     name: str = "base"

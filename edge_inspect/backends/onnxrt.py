@@ -7,32 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, InputShapeError, ModelError, require
-from ..manifest import Manifest, TensorSpec
-from .base import Backend
+from ..errors import BackendError, ModelError, require
+from ..manifest import Manifest
+from .base import Backend, check_inputs
 
 log = logging.getLogger(__name__)
-
-
-def check_inputs(specs: list[TensorSpec], tensors: dict[str, np.ndarray], where: str) -> None:
-    """Raise InputShapeError unless every spec'd input is present with a matching shape and dtype."""
-    for spec in specs:
-        arr = tensors.get(spec.name)
-        if arr is None:
-            raise InputShapeError(f"{where}: missing input '{spec.name}'")
-        if str(arr.dtype) != spec.dtype:
-            raise InputShapeError(f"{where}: input '{spec.name}' has dtype {arr.dtype}, expected {spec.dtype}")
-        if arr.ndim != len(spec.shape) or any(
-            isinstance(d, int) and d != a for d, a in zip(spec.shape, arr.shape, strict=False)
-        ):
-            want = tuple(spec.shape)
-            raise InputShapeError(f"{where}: input '{spec.name}' has shape {arr.shape}, expected {want}")
 
 
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, model_dir, manifest: Manifest, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, model_dir, manifest: Manifest, providers: list[str] | None = None,
+                 threads: int | None = None):
         super().__init__(model_dir, manifest)
         self.providers = providers
         self.threads = threads
@@ -45,14 +31,16 @@ class OnnxRuntimeBackend(Backend):
             opts.intra_op_num_threads = self.threads
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         available = ort.get_available_providers()
-        providers = self.providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        wanted = ("CUDAExecutionProvider", "CPUExecutionProvider")
+        providers = self.providers or [p for p in wanted if p in available]
         self._sessions = []
         for g in self.manifest.graphs:
             path = Path(self.model_dir) / g.file
             try:
                 sess = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
             except Exception as exc:  # onnxruntime raises its own exception types per failure
-                raise ModelError(f"{path}: ONNX Runtime cannot load graph '{g.name}': {str(exc).splitlines()[0]}") from exc
+                raise ModelError(f"{path}: ONNX Runtime cannot load graph '{g.name}': "
+                                 f"{str(exc).splitlines()[0]}") from exc
             names = {i.name for i in sess.get_inputs()}
             if names != {t.name for t in g.inputs}:
                 raise ModelError(f"{path}: graph inputs {sorted(names)} do not match the manifest")

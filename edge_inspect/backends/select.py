@@ -1,4 +1,7 @@
-"""Pick a backend by name; ``auto`` prefers TensorRT when usable, else ONNX Runtime, and logs why."""
+"""Pick a backend by name; ``auto`` prefers TensorRT when usable, else ONNX Runtime, and logs why.
+
+Whether TensorRT is usable (and why not) is decided by ``trt_probe``; this module only picks.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +11,13 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..manifest import Manifest, load_manifest
 from .base import Backend
+from .trt_probe import usable as tensorrt_usable
 
 log = logging.getLogger(__name__)
 
 
-def tensorrt_usable(model_dir, manifest: Manifest) -> tuple[bool, str]:
-    """(usable, reason). Implemented by the TensorRT backend module; False when it is absent."""
-    try:
-        from .tensorrt import usable
-    except ImportError as exc:
-        return False, f"TensorRT backend unavailable ({exc})"
-    return usable(model_dir, manifest)
-
-
-def open_backend(model_dir: str | Path, name: str = "auto", manifest: Manifest | None = None, threads: int | None = None) -> Backend:
+def open_backend(model_dir: str | Path, name: str = "auto", manifest: Manifest | None = None,
+                 threads: int | None = None) -> Backend:
     """Return an unloaded Backend for ``model_dir`` (use it as a context manager)."""
     manifest = manifest or load_manifest(model_dir)
     if name == "auto":

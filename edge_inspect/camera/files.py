@@ -6,7 +6,11 @@ alpha is dropped).
 
 Bad image files (truncated, not an image, unsupported depth): the file is logged with its name,
 counted in ``bad_files`` (names in ``bad_names``) and skipped; its sequence number is used up, so the
-pipeline counts it as a dropped frame (a gap) rather than inspecting a half-decoded image.
+pipeline counts it as a dropped frame (a gap) rather than inspecting a half-decoded image. A bad last file
+too: ``EndOfStream`` carries the next sequence number, so every file ends as a verdict or a counted gap.
+
+These sources are ``recorded``: their frames wait for the reader, so the pipeline's "auto" mode reads them
+losslessly (``?fps=N`` still paces them like a camera).
 
 A dir:// folder that vanishes (unmounted, renamed) or is emptied while running is a lost camera, not a
 run of bad files: ``read`` raises CameraError and ``open`` fails until the folder has images again
@@ -68,6 +72,9 @@ def read_image_file(path: Path) -> np.ndarray:
         raise ImageError(f"{path}: truncated PNG (no IEND chunk)")
     if suffix in (".jpg", ".jpeg") and not data.rstrip(b"\x00")[-2:] == b"\xff\xd9":
         raise ImageError(f"{path}: truncated JPEG (no end-of-image marker)")
+    from ..data.mvtec import check_image_size
+
+    check_image_size(data, str(path))  # a small file can declare gigapixels: refused before decoding
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if image is None:
         raise ImageError(f"{path}: not a readable image")
@@ -100,6 +107,7 @@ class _FiniteSource(FrameSource):
     """Shared part of file and folder sources: pacing, software trigger, frame building."""
 
     live = False
+    recorded = True  # frames wait on disk for the reader: reading slowly loses nothing
 
     def __init__(self, camera_id: str, loop: bool, fps: float, trigger: str, name: str):
         if trigger not in ("free", "software"):
@@ -183,12 +191,19 @@ class DirSource(_FiniteSource):
     def describe(self) -> dict:
         return {"backend": "files", "images": len(self.files), "fps": self.fps}
 
+    def counters(self) -> dict[str, int]:
+        return {"bad_frames": self.bad_files}
+
+    def probe(self) -> bool | None:
+        """Whether the folder is back with images (cheap: one listing)."""
+        return self._folder_problem() is None
+
     def read(self, timeout: float = 1.0) -> Frame | None:
         deadline = time.monotonic() + timeout
         while True:
             if self._index >= len(self.files):
                 if not self.loop:
-                    raise EndOfStream(f"{self.name}: {len(self.files)} images done")
+                    raise EndOfStream(f"{self.name}: {len(self.files)} images done", next_seq=self._seq)
                 self._index = 0
             ready, part_id = self._gate(max(0.0, deadline - time.monotonic()))
             if not ready:
@@ -222,6 +237,9 @@ class FileSource(_FiniteSource):
                  trigger: str = "free", name: str | None = None):
         super().__init__(camera_id, loop, fps, trigger, name or f"file://{path}")
         self.path = Path(path).expanduser()
+        if self.path.is_dir():
+            raise ConfigError(f"camera URI '{self.name}': {self.path} is a folder, not a file; "
+                              f"to read its images use dir://{path}")
         if not self.path.is_file():
             raise ConfigError(f"camera URI '{self.name}': file not found: {self.path}")
         self.is_image = self.path.suffix.lower() in IMAGE_EXTENSIONS
@@ -256,9 +274,12 @@ class FileSource(_FiniteSource):
     def describe(self) -> dict:
         return {"backend": "image file" if self.is_image else "OpenCV video file", "fps": self.nominal_fps}
 
+    def probe(self) -> bool | None:
+        return self.path.is_file()
+
     def read(self, timeout: float = 1.0) -> Frame | None:
         if self._done:
-            raise EndOfStream(f"{self.name}: done")
+            raise EndOfStream(f"{self.name}: done", next_seq=self._seq)
         ready, part_id = self._gate(timeout)
         if not ready:
             return None
@@ -273,5 +294,5 @@ class FileSource(_FiniteSource):
             ok, image = self._cap.read()
         if not ok:
             self._done = True
-            raise EndOfStream(f"{self.name}: end of video")
+            raise EndOfStream(f"{self.name}: end of video", next_seq=self._seq)
         return self._frame(normalize_image(image, self.name), part_id, {"path": str(self.path), "source": "file"})

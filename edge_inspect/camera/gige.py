@@ -235,6 +235,10 @@ class GigESource(FrameSource):
             self.lost_triggers += dropped
             log.warning("%s: %d triggered part(s) got no frame before the camera closed", self.name, dropped)
 
+    def counters(self) -> dict[str, int]:
+        return {"lost_triggers": self.lost_triggers, "incomplete_buffers": self.incomplete_buffers,
+                "unexpected_frames": self.unexpected_frames}
+
     def describe(self) -> dict:
         w, h = self.info.get("resolution", (None, None))
         return {"backend": f"Aravis ({self.info.get('model', '?')})", "width": w, "height": h,

@@ -9,6 +9,11 @@ A grabber thread reads the camera continuously and keeps only the newest frame (
 slow consumer never sees old frames from the driver's or FFmpeg's buffer; frames overwritten before
 anyone took them are sequence gaps. Software triggers are emulated: the first frame captured after
 the trigger carries the part id and untriggered frames are discarded.
+
+The capture object lives and dies in the grabber thread: it is made, read and released (and its Python
+object dropped) there, and a failed open is reported only after that, with the thread joined, so no
+OpenCV object is ever destroyed by another thread or at interpreter exit. A V4L2 device node that does
+not exist is refused before OpenCV is asked at all.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
+import sys
 import threading
 import time
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..errors import CameraError, ConfigError, DependencyError
 from .base import Frame, FrameSource
@@ -79,6 +87,22 @@ def rtsp_pipeline(url: str, codec: str = "h264", latency_ms: int = 0, hardware: 
     return f"{src} ! {decode} ! video/x-raw,format=BGR ! {_APPSINK}"
 
 
+def v4l2_device(location: str) -> str | None:
+    """The device node of a v4l2:// location ("/dev/video2", or "2" → /dev/video2 on Linux); None elsewhere."""
+    if location.isdigit():
+        return f"/dev/video{int(location)}" if sys.platform.startswith("linux") else None
+    return location
+
+
+def rtsp_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of an rtsp:// URL (port 554 by default), for the reconnect probe; None when unparsable."""
+    try:
+        parts = urlsplit(url)
+        return (parts.hostname, parts.port or 554) if parts.hostname else None
+    except ValueError:
+        return None
+
+
 class OpenCVSource(FrameSource):
     """A live OpenCV capture read by a grabber thread.
 
@@ -90,7 +114,8 @@ class OpenCVSource(FrameSource):
 
     def __init__(self, target, api: int, name: str, camera_id: str = "cam0", params: tuple = (),
                  props: tuple = (), trigger: str = "free", open_timeout_s: float = 5.0,
-                 ffmpeg_options: str | None = None, backend_label: str = ""):
+                 ffmpeg_options: str | None = None, backend_label: str = "", device: str | None = None,
+                 address: tuple[str, int] | None = None):
         if trigger not in ("free", "software"):
             raise ConfigError(f"camera URI '{name}': trigger={trigger} is not possible here; use free or software")
         self.target, self.api, self.name, self.camera_id = target, api, name, camera_id
@@ -99,6 +124,8 @@ class OpenCVSource(FrameSource):
         self.open_timeout_s = open_timeout_s
         self.ffmpeg_options = ffmpeg_options
         self.backend_label = backend_label
+        self.device = device  # V4L2 device node: checked before opening, and the reconnect probe
+        self.address = address  # (host, port) of a network camera: the reconnect probe's TCP connect
         self.nominal_fps: float | None = None
         self.resolution: tuple[int, int] | None = None
         self._pending = PendingTriggers()
@@ -148,7 +175,8 @@ class OpenCVSource(FrameSource):
             if fps:
                 props.append((cv2.CAP_PROP_FPS, fps))
             props.append((cv2.CAP_PROP_BUFFERSIZE, 1))
-            return cls(target, cv2.CAP_V4L2, props=tuple(props), backend_label="OpenCV V4L2", **common)
+            return cls(target, cv2.CAP_V4L2, props=tuple(props), backend_label="OpenCV V4L2",
+                       device=v4l2_device(loc), **common)
         # rtsp
         backend = str(q.get("backend", "auto"))
         use_gst = backend == "gstreamer" or (backend == "auto" and caps["gstreamer"] and is_jetson())
@@ -160,7 +188,7 @@ class OpenCVSource(FrameSource):
                                      hardware=is_jetson(), transport=q.get("transport"),
                                      open_timeout_s=settings.open_timeout_s)
             label = "GStreamer nvv4l2decoder" if is_jetson() else "GStreamer software decoding"
-            return cls(pipeline, cv2.CAP_GSTREAMER, backend_label=label, **common)
+            return cls(pipeline, cv2.CAP_GSTREAMER, backend_label=label, address=rtsp_address(parsed.location), **common)
         if not caps["ffmpeg"]:
             raise DependencyError(f"camera URI '{parsed.safe}': rtsp:// needs OpenCV with FFmpeg or GStreamer; "
                                   f"this OpenCV {caps['version']} has neither")
@@ -171,13 +199,15 @@ class OpenCVSource(FrameSource):
                   cv2.CAP_PROP_N_THREADS, int(q.get("threads", 1)))
         options = f"rtsp_transport;{q['transport']}" if "transport" in q else None
         return cls(parsed.location, cv2.CAP_FFMPEG, params=params, ffmpeg_options=options,
-                   backend_label="OpenCV FFmpeg", **common)
+                   backend_label="OpenCV FFmpeg", address=rtsp_address(parsed.location), **common)
 
     # ---- FrameSource -----------------------------------------------------------------------------
 
     def open(self) -> None:
         if self._thread is not None:
             self.close()
+        if self.device is not None and not os.path.exists(self.device):
+            raise CameraError(f"{self.name}: no such device {self.device} (camera unplugged? ls /dev/video*)")
         self._stop = threading.Event()
         self._latest, self._error, self._count = None, None, 0
         self._latest_seq = self._delivered_seq = -1
@@ -192,7 +222,8 @@ class OpenCVSource(FrameSource):
             self._thread = None
             raise CameraError(f"{self.name}: no answer within {self.open_timeout_s + 2.0:.0f} s while opening")
         if "error" in result:
-            self._thread = None
+            thread, self._thread = self._thread, None
+            thread.join(timeout=2.0)  # it has released the capture already; let it end before we report
             raise CameraError(f"{self.name}: {result['error']}")
         self.nominal_fps = result.get("fps")
         self.resolution = result.get("resolution")
@@ -208,6 +239,18 @@ class OpenCVSource(FrameSource):
     def describe(self) -> dict:
         w, h = self.resolution or (None, None)
         return {"backend": self.backend_label, "width": w, "height": h, "fps": self.nominal_fps}
+
+    def probe(self) -> bool | None:
+        """V4L2: the device node exists; RTSP: its TCP port accepts a connection; else None (cannot tell)."""
+        if self.device is not None:
+            return os.path.exists(self.device)
+        if self.address is not None:
+            try:
+                with socket.create_connection(self.address, timeout=min(0.5, self.open_timeout_s)):
+                    return True
+            except OSError:
+                return False
+        return None
 
     def trigger(self, part_id: str | None = None) -> None:
         if self.trigger_mode != "software":
@@ -314,6 +357,10 @@ class OpenCVSource(FrameSource):
                     self._cond.notify_all()
             result.setdefault("error", f"capture failed: {exc}")
         finally:
-            opened.set()
             if cap is not None:
-                cap.release()
+                try:
+                    cap.release()
+                except Exception:  # noqa: BLE001 - releasing a broken capture: nothing left to do
+                    log.debug("%s: release failed", self.name, exc_info=True)
+            cap = None  # the capture object dies here, in the thread that made it
+            opened.set()  # only now may open() report a failure (and its caller exit)

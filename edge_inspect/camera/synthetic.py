@@ -94,7 +94,7 @@ class SyntheticSource(FrameSource):
         if self._render is None:
             raise CameraError(f"{self.name} is not open")
         if self.count is not None and self._next_seq >= self.count:
-            raise EndOfStream(f"{self.name}: {self.count} frames delivered")
+            raise EndOfStream(f"{self.name}: {self.count} frames delivered", next_seq=self._next_seq)
         if self.trigger_mode == "software":
             if not self._pending.wait(timeout):
                 return None

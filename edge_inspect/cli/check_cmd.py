@@ -2,7 +2,8 @@
 camera URI works here (opens it, reads frames, reports resolution and frame rate).
 
 Exit 0 when the camera delivered (or, hardware-triggered, opened); otherwise one error line and the
-error's exit code (1 camera, 2 bad URI/config, 3 missing library).
+error's exit code (1 camera, 2 bad URI/config, 3 missing library), never an abort: a missing V4L2 device
+is refused before OpenCV is asked, and the camera is closed (its grabber thread joined) before we exit.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def check(args) -> int:
     settings = load_settings(args.config, {"camera": {"uri": args.camera}}).camera
     parsed = parse_uri(settings.uri)
     source = make_source(parsed, settings)  # raw source: errors come straight through, no reconnecting
-    print(f"camera {parsed.safe}: {parsed.scheme}, trigger {getattr(source, 'trigger_mode', 'free')}")
+    print(f"camera {parsed.safe}: {parsed.scheme}, trigger {source.trigger_mode}")
     result = _probe(source, args.frames, args.timeout)
     if "error" in result:
         raise result["error"]
@@ -92,10 +93,10 @@ def _probe(source, n_frames: int, timeout: float) -> dict:
         try:
             source.open()
             result["t_open"] = time.monotonic() - t0
-            result["describe"] = getattr(source, "describe", dict)()
+            result["describe"] = source.describe()
             times = []
             while len(times) < max(1, n_frames) and time.monotonic() < deadline:
-                if getattr(source, "trigger_mode", "free") == "software":
+                if source.trigger_mode == "software":
                     source.trigger(f"check-{len(times)}")
                 try:
                     frame = source.read(min(1.0, max(0.01, deadline - time.monotonic())))
@@ -107,12 +108,12 @@ def _probe(source, n_frames: int, timeout: float) -> dict:
                 if len(times) == 1:
                     result["t_first"] = times[0] - t0
                     result["image"] = frame.image
-                    if getattr(source, "trigger_mode", "free") == "hardware":
+                    if source.trigger_mode == "hardware":
                         break
             result["frames"] = len(times)
             if len(times) >= 3:
                 result["fps"] = (len(times) - 1) / (times[-1] - times[0])
-            if not times and getattr(source, "trigger_mode", "free") != "hardware":
+            if not times and source.trigger_mode != "hardware":
                 result["timeout"] = f"opened but no frame within {timeout:.0f} s"
         except EdgeInspectError as exc:
             result["error"] = exc

@@ -18,7 +18,8 @@ def register(subparsers) -> None:
     p.add_argument("--category", required=True, help="category folder name under --data")
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt", "torch"],
-                   help="inference backend (default: onnxruntime, what runs on a CPU line)")
+                   help="inference backend (default: onnxruntime, what runs on a CPU line; torch: the "
+                   "trained model.pt through the trainer, needs the [train] extra)")
     p.add_argument("--threshold", type=float, default=None,
                    help="image threshold to judge OK/NG (default: the manifest's calibrated one)")
     p.add_argument("--batch-size", type=int, default=1, help="images per inference call (default 1)")
@@ -65,9 +66,11 @@ def operating_point_lines(op: dict) -> list[str]:
     else:
         agree = {True: "agrees", False: "DISAGREES", None: "cannot tell"}[cal["consistent"]]
         lines.append(
-            f"  calibration at {cal['threshold']:.6g}: expected false rejects {_fmt(cal['expected_false_reject_rate'], True)} "
-            f"({cal['confidence']:.0%} interval {_interval(cal['expected_false_reject_interval'])}), measured on the test "
-            f"goods {_fmt(cal['measured_false_reject_rate'], True)} ({cal['measured_false_rejects']}/{cal['good']}, "
+            f"  calibration at {cal['threshold']:.6g}: expected false rejects "
+            f"{_fmt(cal['expected_false_reject_rate'], True)} ({cal['confidence']:.0%} interval "
+            f"{_interval(cal['expected_false_reject_interval'])}), measured on the test goods "
+            f"{_fmt(cal['measured_false_reject_rate'], True)} "
+            f"({cal['measured_false_rejects']}/{cal['good']}, "
             f"{_interval(cal['measured_false_reject_interval'])}): {agree}")
     return lines
 
@@ -80,7 +83,12 @@ def handle(args) -> int:
         raise ConfigError(f"--threshold must be a finite number, got {args.threshold}")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be ≥ 1, got {args.batch_size}")
-    m = evaluate(args.model, args.data, args.category, args.out, backend=args.backend,
+    backend = args.backend
+    if backend == "torch":  # the runtime never imports the trainer: hand its backend in
+        from ._lazy import torch_eval_backend
+
+        backend = torch_eval_backend()
+    m = evaluate(args.model, args.data, args.category, args.out, backend=backend,
                  batch_size=args.batch_size, threshold=args.threshold, progress=not args.no_progress,
                  report=not args.no_report)
     c = m["counts"]
@@ -90,7 +98,8 @@ def handle(args) -> int:
         ("AUPRO (FPR<=30%)", _fmt(m["aupro_30"])),
         ("F1-max", _fmt(m["f1_max"])),
         ("threshold", f"{m['threshold']:.6g} ({m['threshold_source']})"),
-        ("false-reject rate", f"{_fmt(m['false_reject_rate'], True)} ({m['false_rejects']}/{c['good']} good)"),
+        ("false-reject rate",
+         f"{_fmt(m['false_reject_rate'], True)} ({m['false_rejects']}/{c['good']} good)"),
         ("escape rate", f"{_fmt(m['escape_rate'], True)} ({m['escapes']}/{c['defective']} defective)"),
         ("latency median/p99", f"{_fmt(m['latency_ms']['median'])} / {_fmt(m['latency_ms']['p99'])} ms"),
         ("images scored/skipped", f"{c['scored']}/{c['skipped']}"),
@@ -100,10 +109,13 @@ def handle(args) -> int:
     for k, v in rows:
         print(f"  {k:<{width}}  {v}")
     for name, info in m["per_defect_type"].items():
-        print(f"  {'  ' + name:<{width}}  AUROC {_fmt(info['auroc'])}, escapes {_fmt(info['escape_rate'], True)} "
+        print(f"  {'  ' + name:<{width}}  AUROC {_fmt(info['auroc'])}, "
+              f"escapes {_fmt(info['escape_rate'], True)} "
               f"of {info['count']}")
     for line in operating_point_lines(m["operating_point"]):
         print(f"  {line}")
+    for warning in (m.get("data_check") or {}).get("warnings", []):
+        print(f"  data check: {warning}")
     if m.get("pixel_metrics_skipped"):
         print(f"  pixel metrics skipped: {m['pixel_metrics_skipped']}")
     for s in m["skipped"]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from ._lazy import import_trainer
-from .train_cmd import parse_sets
+from .train_cmd import DefaultsHelpFormatter, parse_sets
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="export a run to a model folder (ONNX graphs + manifest)")
-    p.add_argument("--run", required=True, help="training run folder (holds model.pt)")
-    p.add_argument("--out", required=True, help="model folder to write")
+    p = sub.add_parser("export", help="export a run to a model folder (ONNX graphs + manifest)",
+                       formatter_class=DefaultsHelpFormatter)
+    p.add_argument("--run", required=True, metavar="RUN", help="training run folder (holds model.pt)")
+    p.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
     p.add_argument("--calibration-defects", metavar="DIR",
                    help="folder of labelled defective images (an MVTec test/ folder works: good/ is left out): "
                    "store the escape rate at the threshold and the F1-optimal threshold")

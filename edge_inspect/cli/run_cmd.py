@@ -1,13 +1,22 @@
 """``edge-inspect run``: the line. Camera → model → verdicts over ZeroMQ, until stopped.
 
+Start-up order, so that nothing is judged or published by a station that cannot run:
+  1. settings and thresholds (manifest, ``[model]`` overrides, environment, ``--threshold``), checked against
+     the model: an unusable one is one line and exit 2, and nothing is opened;
+  2. every socket is bound: the verdict PUB socket (``--bind``) and the control channel (``--control``); a
+     taken port is one line and exit 2, before the model loads or the camera opens;
+  3. the model is loaded and warmed up, then the camera is opened: a camera never seen in this run is not
+     retried for ever (one line, exit 1; ``camera.wait_at_start_s`` waits for it); once seen, it is
+     reconnected whenever it is lost;
+  4. frames flow.
+
 SIGINT / SIGTERM stop capture, finish the frames already taken, publish their verdicts, close the
-sockets and exit 0. A summary (parts judged, ok / ng / unknown, drops, latency per stage) is printed.
+sockets and exit 0 with a summary (parts judged, ok / ng / unknown, drops, latency per stage). The same
+signal repeated within ``_SIGNAL_ECHO_S`` is the same request (``timeout`` and a terminal signal the whole
+process group, so the process may get it twice at once): the drain goes on. A repeat after that cuts the
+drain short: frames not judged yet are published as "unknown"; the summary still comes.
 The exit code is 1 when any verdict could not be published (``publish_errors``): those parts were not
 judged as far as the PLC knows, whatever the station decided.
-
-The thresholds (manifest, ``[model]`` overrides, environment, ``--threshold``) are checked against the
-model before anything is put into service: an unusable one is one line and exit 2, and neither the
-backend nor the camera nor the publisher is opened.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 
 from ..errors import ConfigError, EdgeInspectError
 from ..settings import load_settings
@@ -22,6 +32,7 @@ from ..settings import load_settings
 log = logging.getLogger(__name__)
 
 STAGE_ORDER = ("capture_wait", "preprocess", "infer", "decide", "publish", "total")
+_SIGNAL_ECHO_S = 2.0  # a stop signal repeated within this is the same request (timeout(1), process groups)
 
 
 def register(subparsers) -> None:
@@ -35,15 +46,19 @@ def register(subparsers) -> None:
     p.add_argument("--model", metavar="MODEL_DIR", help="exported model folder (manifest.json + graphs)")
     p.add_argument("--config", metavar="FILE", help="TOML settings file")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], help="inference backend")
-    p.add_argument("--mode", choices=["free-run", "lossless"],
-                   help="free-run: latest frame wins, drops counted; lossless: every frame, camera back-pressured")
+    p.add_argument("--mode", choices=["auto", "free-run", "lossless"],
+                   help="free-run: latest frame wins, drops counted; lossless: every frame, camera back-pressured; "
+                   "auto (default): lossless for file:// and dir://, free-run for cameras")
     p.add_argument("--threshold", type=float, metavar="X",
                    help="image-score threshold (default: the manifest's); finite, not below the model's lower bound")
     p.add_argument("--bind", metavar="ENDPOINT", help="verdict PUB socket, e.g. tcp://127.0.0.1:5555")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames taken from the camera")
     p.add_argument("--heatmap", action="store_true", default=None, help="publish the anomaly heat-map with each verdict")
     p.add_argument("--camera-id", metavar="ID", help="camera id carried in every verdict")
-    p.add_argument("--no-control", action="store_true", help="do not open the ZeroMQ control channel")
+    control = p.add_mutually_exclusive_group()
+    control.add_argument("--control", metavar="ENDPOINT",
+                         help="control channel (ROUTER) socket, e.g. tcp://127.0.0.1:5556 (default: control.bind)")
+    control.add_argument("--no-control", action="store_true", help="do not open the ZeroMQ control channel")
     p.set_defaults(func=run)
 
 
@@ -54,7 +69,7 @@ def settings_from_args(args):
         "model": {"dir": args.model, "backend": args.backend, "image_threshold": args.threshold},
         "pipeline": {"mode": args.mode, "max_frames": args.max_frames, "heatmap": args.heatmap},
         "publisher": {"bind": args.bind},
-        "control": {"enabled": False if args.no_control else None},
+        "control": {"enabled": False if args.no_control else None, "bind": args.control},
     }
     settings = load_settings(args.config, overrides)
     if settings.model.dir is None:
@@ -105,35 +120,43 @@ def run(args) -> int:
     check_thresholds(settings, manifest, args)  # before the backend, camera or sockets are opened
     backend = open_backend(settings.model.dir, settings.model.backend, manifest=manifest,
                            threads=settings.model.intra_op_threads)
-    source = open_source(settings.camera)
-    publisher = VerdictPublisher(settings.publisher, settings.security, camera_id=settings.camera.camera_id)
+    try:
+        source = open_source(settings.camera)  # parses the URI; opens nothing yet
+        publisher = VerdictPublisher(settings.publisher, settings.security, camera_id=settings.camera.camera_id)
+    except BaseException:
+        _close_quietly(backend, "backend")
+        raise
     notifier = SystemdNotifier()
     pipeline = Pipeline(source, backend, publisher, settings, notifier=notifier)
-
-    signals_seen = []
-
-    def on_signal(signum, _frame):
-        name = signal.Signals(signum).name
-        if signals_seen:  # a second signal: stop waiting for the drain
-            raise KeyboardInterrupt
-        signals_seen.append(name)
-        log.warning("%s received: stopping", name)
-        pipeline.stop(wait=False)
-
-    previous = _install_signal_handlers(on_signal)
     control = None
-    try:
-        pipeline.start()
-        if settings.control.enabled:
+    if settings.control.enabled:
+        try:  # bound before the model loads and the camera opens: a taken port judges and publishes nothing
             control = ControlServer(settings.control, settings.security, target=pipeline, publisher=publisher)
             control.start()
+        except BaseException:
+            pipeline.stop()  # never started: closes the backend and the publisher
+            _close_quietly(notifier, "systemd notifier")
+            raise
+
+    # Installed until the summary is printed: a late repeat of the stop signal (timeout(1) sends two) must
+    # meet this handler, not the default one that would kill the process before the summary.
+    previous = _install_signal_handlers(StopSignals(pipeline))
+    try:
+        return _run_and_report(pipeline, control, notifier)
+    finally:
+        _restore_signal_handlers(previous)
+
+
+def _run_and_report(pipeline, control, notifier) -> int:
+    """Start the pipeline, wait until it ends, print the summary; the exit code."""
+    try:
+        pipeline.start()  # model, then camera; raises (everything closed) when either cannot work
         while not pipeline.wait(0.2):
             pass
     finally:
         if control is not None:
             _close_quietly(control, "control server")
         drained = pipeline.stop(wait=True)
-        _restore_signal_handlers(previous)
         _close_quietly(notifier, "systemd notifier")
     summary = pipeline.summary()
     _print_result(format_summary(summary))
@@ -162,6 +185,32 @@ def _print_result(text: str) -> None:
 
         discard_broken_stdout(broken=True)
         log.error("cannot print the run summary to stdout: %s", exc.strerror or exc)
+
+
+class StopSignals:
+    """The SIGINT / SIGTERM handler of ``run``: the first stops the pipeline (it drains: every frame taken
+    gets its verdict). The same request again within ``echo_s`` seconds (``timeout`` signals the child and
+    then its process group) changes nothing; a later one cuts the drain short (``Pipeline.abandon``).
+    Never raises: the drain and the summary must not be lost to a second signal."""
+
+    def __init__(self, pipeline, echo_s: float = _SIGNAL_ECHO_S, clock=time.monotonic):
+        self.pipeline, self.echo_s, self._clock = pipeline, echo_s, clock
+        self.first: float | None = None
+        self.seen: list[str] = []
+
+    def __call__(self, signum, _frame=None) -> None:
+        name = signal.Signals(signum).name
+        self.seen.append(name)
+        now = self._clock()
+        if self.first is None:
+            self.first = now
+            log.warning("%s received: stopping", name)
+            self.pipeline.stop(wait=False)
+        elif now - self.first < self.echo_s:
+            log.info("%s received again: already stopping; the frames taken are still being judged", name)
+        else:
+            log.warning("%s received again: cutting the drain short", name)
+            self.pipeline.abandon()
 
 
 def _install_signal_handlers(handler) -> dict:

@@ -6,13 +6,16 @@ Layout of one category folder ``<root>/<category>``::
     test/<type>/*                       ``good`` plus one folder per defect type
     ground_truth/<type>/<stem>_mask.png one mask per defect image (none for test/good)
 
-Images are returned as (H, W, 3) uint8 RGB, masks as (H, W) bool.
+Images are returned as (H, W, 3) uint8 RGB, masks as (H, W) bool. A file whose header declares more than
+``max_image_pixels()`` pixels is refused before it is decoded (see ``check_image_size``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..errors import DataError, ImageError
+from ..errors import ConfigError, DataError, ImageError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,8 @@ def _images_below(folder: Path, skip: str | None = None) -> list[Path]:
         rel = p.relative_to(folder).parts
         if skip is not None and skip in rel[:-1]:
             continue
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in rel):
+        hidden = any(part.startswith(".") for part in rel)
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not hidden:
             found.append(p)
     return found
 
@@ -186,8 +190,182 @@ class MVTecCategory:
         return samples
 
 
-def _decode(path: str | Path) -> np.ndarray:
-    """Decode a file with IMREAD_UNCHANGED; ImageError naming the file if it cannot be read."""
+# ---------------------------------------------------------------------------------------------
+# image size before decoding: a small PNG can decode to gigabytes (16000² in 269 KB → 1.3 GB)
+
+MAX_IMAGE_PIXELS = 8192 * 8192  # 64 Mi pixels, a 192 MiB RGB array; OpenCV's own limit is 1 Gi pixels
+MAX_PIXELS_ENV = "EDGE_INSPECT_MAX_IMAGE_PIXELS"
+HEADER_BYTES = 4096  # enough for PNG, BMP and most JPEG/TIFF headers; more is read only when needed
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # by colour type: grey, RGB, palette, grey+alpha, RGBA
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header declares: ``format`` ("png", "jpeg", "bmp", "tiff"), ``width`` and
+    ``height`` in pixels, ``channels`` as stored (1 grey, 2 grey + alpha, 3 colour (palette included),
+    4 colour + alpha; None when the header does not say, e.g. a palette BMP)."""
+
+    format: str
+    width: int
+    height: int
+    channels: int | None
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def _png(b) -> ImageHeader | None:
+    if len(b) < 26 or bytes(b[12:16]) != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", b[16:24])
+    return ImageHeader("png", width, height, _PNG_CHANNELS.get(b[25]))
+
+
+def _jpeg(b) -> ImageHeader | None:
+    i = 2
+    while i + 4 <= len(b):
+        if b[i] != 0xFF:
+            return None  # not at a marker: corrupt, let the decoder say so
+        marker = b[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            i += 2
+        elif marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        elif marker in _JPEG_SOF:
+            if i + 10 > len(b):
+                return None
+            height, width = struct.unpack(">HH", b[i + 5 : i + 9])
+            components = b[i + 9]
+            return ImageHeader("jpeg", width, height, {1: 1, 3: 3, 4: 3}.get(components))
+        else:
+            i += 2 + struct.unpack(">H", b[i + 2 : i + 4])[0]
+    return None
+
+
+def _bmp(b) -> ImageHeader | None:
+    if len(b) < 26:
+        return None
+    dib = struct.unpack("<I", b[14:18])[0]
+    if dib == 12:  # OS/2 BITMAPCOREHEADER
+        width, height, bits = struct.unpack("<HH2xH", b[18:26])
+    elif dib >= 40 and len(b) >= 30:
+        width, height, _, bits = struct.unpack("<iiHH", b[18:30])
+    else:
+        return None
+    return ImageHeader("bmp", width, abs(height), {16: 3, 24: 3, 32: 4}.get(bits))  # ≤ 8 bits: a palette
+
+
+def _tiff(b) -> ImageHeader | None:
+    e = "<" if bytes(b[:2]) == b"II" else ">"
+    offset = struct.unpack(e + "I", b[4:8])[0]
+    if offset + 2 > len(b):
+        return None
+    tags: dict[int, int] = {}
+    for k in range(struct.unpack(e + "H", b[offset : offset + 2])[0]):  # the first page's entries
+        p = offset + 2 + 12 * k
+        if p + 12 > len(b):
+            return None
+        tag, kind = struct.unpack(e + "HH", b[p : p + 4])
+        if tag in (256, 257, 262, 277) and kind in (3, 4):  # width, height, photometric, samples; SHORT/LONG
+            fmt, end = ("H", p + 10) if kind == 3 else ("I", p + 12)
+            tags[tag] = struct.unpack(e + fmt, b[p + 8 : end])[0]
+    if 256 not in tags or 257 not in tags:
+        return None
+    channels = 3 if tags.get(262) == 3 else tags.get(277, 1)  # photometric 3: a palette, decoded to colour
+    return ImageHeader("tiff", tags[256], tags[257], channels)
+
+
+def read_header(data) -> ImageHeader | None:
+    """The header of an encoded image (bytes-like: the whole file or its first bytes), or None when the
+    format is not PNG, JPEG, BMP or TIFF, the bytes end before the size, or the size is not positive.
+
+    Pure Python and a few hundred bytes of work, so a size can be checked before anything is decoded.
+    """
+    b = memoryview(data).cast("B")
+    head = bytes(b[:8])
+    try:
+        if head == b"\x89PNG\r\n\x1a\n":
+            header = _png(b)
+        elif head[:2] == b"\xff\xd8":
+            header = _jpeg(b)
+        elif head[:2] == b"BM":
+            header = _bmp(b)
+        elif head[:4] in (b"II*\x00", b"MM\x00*"):
+            header = _tiff(b)
+        else:
+            header = None
+    except struct.error:  # a length field pointing past the end
+        return None
+    if header is None or header.width <= 0 or header.height <= 0:
+        return None
+    return header
+
+
+def read_image_header(path: str | Path) -> ImageHeader | None:
+    """``read_header`` of a file, reading only as much as the header needs: its first HEADER_BYTES, then
+    more (up to the whole file) only when those do not hold the size (a JPEG after a large EXIF block, a
+    TIFF whose directory is at the end). None when the file is unreadable or its format unknown."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(HEADER_BYTES)
+            header = read_header(data)
+            while header is None and data.startswith((b"\xff\xd8", b"II*\x00", b"MM\x00*")):
+                more = fh.read(len(data) * 8)  # 4 KiB, 36 KiB, 292 KiB, ...
+                if not more:
+                    break
+                data += more
+                header = read_header(data)
+    except OSError:
+        return None
+    return header
+
+
+def max_image_pixels() -> int:
+    """The pixel limit in force: the environment's EDGE_INSPECT_MAX_IMAGE_PIXELS when set (a whole number
+    ≥ 1, e.g. 100000000 or 100_000_000), else MAX_IMAGE_PIXELS. ConfigError for an unusable value."""
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not raw:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{MAX_PIXELS_ENV} must be a whole number of pixels ≥ 1, got {raw!r}")
+    return value
+
+
+def _too_big(what: str, width: int, height: int, limit: int) -> ImageError:
+    return ImageError(f"image {what} is {width}x{height} ({width * height / 1e6:.1f} megapixels), above the "
+                      f"limit of {limit / 1e6:.1f} megapixels; refused before decoding (raise it with "
+                      f"{MAX_PIXELS_ENV})")
+
+
+def check_image_size(data, what: str, max_pixels: int | None = None) -> ImageHeader | None:
+    """Refuse an encoded image (bytes-like) whose header declares more than ``max_pixels`` pixels (None: the
+    limit in force, ``max_image_pixels()``), before it is decoded: ImageError naming ``what`` (the file).
+
+    Returns the header, or None for a format ``read_header`` does not know (the decoder then decides;
+    ``load_image`` checks the decoded size as well). Call it with the file's bytes before cv2.imdecode.
+    """
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    header = read_header(data)
+    if header is not None and header.pixels > limit:
+        raise _too_big(what, header.width, header.height, limit)
+    return header
+
+
+# ---------------------------------------------------------------------------------------------
+# decoding
+
+
+def _decode(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a file with IMREAD_UNCHANGED; ImageError naming the file if it cannot be read or declares
+    more pixels than the limit (checked on the header, before decoding)."""
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)  # imdecode: also works for non-ASCII paths
@@ -195,12 +373,16 @@ def _decode(path: str | Path) -> np.ndarray:
         raise ImageError(f"cannot read image {path}: {exc.strerror or exc}") from exc
     if data.size == 0:
         raise ImageError(f"cannot decode image {path}: file is empty")
+    limit = max_image_pixels() if max_pixels is None else max_pixels
+    check_image_size(data, str(path), limit)
     try:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         raise ImageError(f"cannot decode image {path}: {exc}") from exc
     if image is None:
         raise ImageError(f"cannot decode image {path}: unreadable, truncated or unsupported format")
+    if image.shape[0] * image.shape[1] > limit:  # a format without a header parser
+        raise _too_big(str(path), image.shape[1], image.shape[0], limit)
     return image
 
 
@@ -212,11 +394,12 @@ def _to_uint8(image: np.ndarray, path: Path) -> np.ndarray:
     raise ImageError(f"image {path} has unsupported pixel type {image.dtype} (need 8- or 16-bit integers)")
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def load_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Read an image as (H, W, 3) uint8 RGB. Grayscale becomes 3 equal channels, alpha is dropped,
-    16-bit is scaled to 8-bit (>> 8). Unreadable or truncated files raise ImageError."""
+    16-bit is scaled to 8-bit (>> 8). Unreadable or truncated files, and files of more than ``max_pixels``
+    pixels (None: ``max_image_pixels()``, checked before decoding), raise ImageError."""
     path = Path(path)
-    image = _to_uint8(_decode(path), path)
+    image = _to_uint8(_decode(path, max_pixels), path)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.ndim == 2:
@@ -228,11 +411,12 @@ def load_image(path: str | Path) -> np.ndarray:
     raise ImageError(f"image {path} has unsupported shape {image.shape} (need 1, 3 or 4 channels)")
 
 
-def load_mask(path: str | Path, shape: tuple[int, ...] | None = None) -> np.ndarray:
+def load_mask(path: str | Path, shape: tuple[int, ...] | None = None,
+              max_pixels: int | None = None) -> np.ndarray:
     """Read a mask as (H, W) bool (pixel > 127). ``shape``: the image's (H, W) (extra dims ignored);
-    a mask of another size raises DataError; it is never resized."""
+    a mask of another size raises DataError; it is never resized. ``max_pixels`` as for load_image."""
     path = Path(path)
-    mask = _to_uint8(_decode(path), path)
+    mask = _to_uint8(_decode(path, max_pixels), path)
     if mask.ndim == 3:
         # Colour-saved masks: a pixel is defective if any channel is (alpha ignored).
         mask = mask[:, :, :3].max(axis=2)

@@ -300,13 +300,19 @@ def render_part(
     return out, mask
 
 
+class CategoryExistsError(DataError):
+    """The category folder exists and is not empty; ``path`` names it. Callers word the way to replace it
+    (``overwrite=True`` here, ``--overwrite`` on the command line)."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{path} already exists and is not empty (pass overwrite=True to replace it)")
+        self.path = path
+
+
 def _prepare_output(category_dir: Path, overwrite: bool) -> None:
     if category_dir.exists() and any(category_dir.iterdir()):
         if not overwrite:
-            raise DataError(
-                f"{category_dir} already exists and is not empty "
-                "(pass overwrite=True, or --overwrite on the command line, to replace it)"
-            )
+            raise CategoryExistsError(category_dir)
         for sub in ("train", "test", "ground_truth"):
             shutil.rmtree(category_dir / sub, ignore_errors=True)
     category_dir.mkdir(parents=True, exist_ok=True)
@@ -335,7 +341,7 @@ def make_synthetic_category(
     0/255 masks in ground_truth/<defect>/<stem>_mask.png. Files are 000.png, 001.png, ... Deterministic
     for a seed: every image has its own generator seeded by (seed, split, index), so changing one count
     leaves the other images unchanged. An existing non-empty category folder is an error unless
-    ``overwrite`` (then its train/test/ground_truth folders are replaced)."""
+    ``overwrite`` (then its train/test/ground_truth folders are replaced): CategoryExistsError."""
     for name, n in (
         ("n_train", n_train),
         ("n_test_good", n_test_good),

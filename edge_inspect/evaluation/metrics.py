@@ -3,8 +3,9 @@ operating point (false-reject vs escape curve, suggested thresholds, confusion c
 
 Conventions used everywhere in edge-inspect:
 - label 1 = defective ("ng" truth), 0 = good; higher score = more anomalous.
-- a part is judged NG when ``score > threshold`` (strictly above), so a threshold equal to the
-  highest good score rejects none of the good parts.
+- a part is judged NG by the one ok/ng rule, ``decision.is_ng`` (NG when the score lies strictly
+  above the threshold, so a threshold equal to the highest good score rejects none of the good parts).
+  Nothing here compares a score with a threshold itself: ``predict_ng`` and ``_sweep`` ask that rule.
 - pixel inputs are anomaly maps (N, H, W) float and ground-truth masks (N, H, W) bool of the same
   size (resize masks to the map size, nearest, before calling).
 
@@ -19,7 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import decision
 from ..errors import DataError, require
+
+DECISION_RULE = "ng when score > threshold"  # the rule's wording in metrics.json and the report
+MAX_FPR = 0.3  # AUPRO is integrated up to this pixel false-positive rate
 
 # ---------------------------------------------------------------------------------------------
 # image level
@@ -83,9 +88,31 @@ def f1_max(labels, scores) -> tuple[float, float]:
     return float(f1[best]), threshold
 
 
+def label_at(score: float, threshold: float) -> str:
+    """"ok" or "ng" for one image ``score`` at ``threshold``, by the one rule (decision.is_ng)."""
+    return "ng" if bool(decision.is_ng(float(score), threshold)) else "ok"
+
+
 def predict_ng(scores, threshold: float) -> np.ndarray:
-    """(N,) bool: True where the part is judged NG (``score > threshold``)."""
-    return np.asarray(scores, dtype=np.float64) > threshold
+    """Bool array shaped like ``scores``: True where the rule (decision.is_ng) judges the part NG."""
+    return np.asarray(decision.is_ng(scores, threshold), dtype=bool)
+
+
+def _sweep(y: np.ndarray, s: np.ndarray, block: int = 1024) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every distinct score as the threshold: (thresholds (K,) ascending, false rejects (K,), escapes (K,))
+    for labels ``y`` (N,) and finite scores ``s`` (N,). The rule is asked for every (threshold, distinct
+    score) pair, in blocks of ``block`` thresholds to bound memory; counts come from the ranked scores."""
+    values, rank = np.unique(s, return_inverse=True)
+    rank = rank.reshape(-1)
+    good_at = np.bincount(rank[y == 0], minlength=values.size)
+    bad_at = np.bincount(rank[y == 1], minlength=values.size)
+    first = np.empty(values.size, dtype=np.intp)  # per threshold: the lowest distinct score judged NG
+    for i in range(0, values.size, block):
+        ng = predict_ng(values[None, :], values[i : i + block, None])
+        first[i : i + block] = np.where(ng.any(axis=1), ng.argmax(axis=1), values.size)
+    ng_good = np.append(np.cumsum(good_at[::-1])[::-1], 0)[first]  # good parts scored at or above that score
+    ng_bad = np.append(np.cumsum(bad_at[::-1])[::-1], 0)[first]
+    return values, ng_good, int(bad_at.sum()) - ng_bad
 
 
 def rates_at_threshold(labels, scores, threshold: float, defect_types: Sequence[str] | None = None) -> dict:
@@ -132,7 +159,8 @@ _NO_DEFECT = "no defective parts in the test set: escape rates are undefined"
 
 def _missing_reason(y: np.ndarray) -> str | None:
     """Why a rate is None for labels ``y`` (N,): which class is absent; None when both are present."""
-    reasons = [r for r, absent in ((_NO_GOOD, not (y == 0).any()), (_NO_DEFECT, not (y == 1).any())) if absent]
+    absent = ((_NO_GOOD, not (y == 0).any()), (_NO_DEFECT, not (y == 1).any()))
+    reasons = [reason for reason, missing in absent if missing]
     return "; ".join(reasons) or None
 
 
@@ -167,16 +195,12 @@ def frr_escape_curve(labels, scores) -> dict:
     list is None when the test set has no parts of its class, and "reason" says so (else None).
     """
     y, s = _labels_scores(labels, scores)
-    thresholds = np.unique(s)
-    good, bad = y == 0, y == 1
-    n_good, n_bad = int(good.sum()), int(bad.sum())
-    frr, esc = [], []
-    for t in thresholds:  # K·N comparisons: ~0.1 s for a few thousand images, and the rule stays predict_ng's
-        ng = predict_ng(s, t)
-        frr.append(int((ng & good).sum()) / n_good if n_good else None)
-        esc.append(int((~ng & bad).sum()) / n_bad if n_bad else None)
-    return {"thresholds": thresholds.tolist(), "false_reject_rate": frr if n_good else None,
-            "escape_rate": esc if n_bad else None, "reason": _missing_reason(y)}
+    n_good, n_bad = int((y == 0).sum()), int((y == 1).sum())
+    thresholds, false_rejects, escapes = _sweep(y, s)
+    frr = [int(k) / n_good for k in false_rejects] if n_good else None
+    esc = [int(k) / n_bad for k in escapes] if n_bad else None
+    return {"thresholds": thresholds.tolist(), "false_reject_rate": frr, "escape_rate": esc,
+            "reason": _missing_reason(y)}
 
 
 def threshold_for_frr(labels, scores, target_frr: float) -> dict:
@@ -197,10 +221,12 @@ def threshold_for_frr(labels, scores, target_frr: float) -> dict:
                 "escape_rate": None, "false_rejects": None, "escapes": None, "reason": _NO_GOOD}
     # integer count bound, so 1/100 ≤ 0.01 holds whatever the float rounding of k / n
     allowed = int(np.floor(target_frr * n_good + 1e-9))
-    for t in np.unique(s):  # ascending: the first that fits is the lowest
-        if int((predict_ng(s, t) & (y == 0)).sum()) <= allowed:
-            return {"target_false_reject_rate": target_frr, **_point(y, s, t), "reason": _missing_reason(y)}
-    raise AssertionError("unreachable: at the highest score no part is NG")
+    thresholds, false_rejects, _ = _sweep(y, s)
+    fits = np.flatnonzero(false_rejects <= allowed)  # ascending: the first that fits is the lowest
+    if not fits.size:
+        raise AssertionError("unreachable: at the highest score no part is NG")
+    t = float(thresholds[fits[0]])
+    return {"target_false_reject_rate": target_frr, **_point(y, s, t), "reason": _missing_reason(y)}
 
 
 def zero_escape_point(labels, scores) -> dict:
@@ -223,8 +249,9 @@ def zero_escape_point(labels, scores) -> dict:
     return {**_point(y, s, t), "reason": _missing_reason(y)}
 
 
-def calibration_check(labels, scores, threshold: float, expected_frr: float, frr_interval: tuple[float, float],
-                      confidence: float, expected_escape_rate: float | None = None,
+def calibration_check(labels, scores, threshold: float, expected_frr: float,
+                      frr_interval: tuple[float, float], confidence: float,
+                      expected_escape_rate: float | None = None,
                       escape_interval: tuple[float, float] | None = None) -> dict:
     """Compare the calibration's predicted rates at its threshold with what the test set measures.
 
@@ -246,7 +273,8 @@ def calibration_check(labels, scores, threshold: float, expected_frr: float, frr
     measured = wilson_interval(p["false_rejects"], n_good, confidence) if n_good else None
     out = {
         "threshold": float(threshold), "confidence": float(confidence),
-        "expected_false_reject_rate": float(expected_frr), "expected_false_reject_interval": list(frr_interval),
+        "expected_false_reject_rate": float(expected_frr),
+        "expected_false_reject_interval": list(frr_interval),
         "measured_false_reject_rate": p["false_reject_rate"], "measured_false_rejects": p["false_rejects"],
         "good": n_good, "measured_false_reject_interval": list(measured) if measured else None,
         "consistent": overlap(tuple(frr_interval), measured),
@@ -258,11 +286,13 @@ def calibration_check(labels, scores, threshold: float, expected_frr: float, frr
                    expected_escape_interval=list(escape_interval) if escape_interval else None,
                    measured_escape_rate=p["escape_rate"], defective=n_bad,
                    measured_escape_interval=list(measured_esc) if measured_esc else None,
-                   escape_consistent=overlap(tuple(escape_interval) if escape_interval else None, measured_esc))
+                   escape_consistent=overlap(tuple(escape_interval) if escape_interval else None,
+                                             measured_esc))
     return out
 
 
-def operating_point_summary(labels, scores, threshold: float, frr_targets: Sequence[float] = FRR_TARGETS) -> dict:
+def operating_point_summary(labels, scores, threshold: float,
+                            frr_targets: Sequence[float] = FRR_TARGETS) -> dict:
     """Everything a plant reads off the scores: the curve, suggested thresholds and the point in force.
 
     labels (N,), scores (N,), ``threshold`` the one in force. Returns {"decision_rule", "curve" (see
@@ -276,7 +306,7 @@ def operating_point_summary(labels, scores, threshold: float, frr_targets: Seque
     curve = frr_escape_curve(y, s)
     curve["in_force"] = _point(y, s, threshold)
     return {
-        "decision_rule": "ng when score > threshold",
+        "decision_rule": DECISION_RULE,
         "curve": curve,
         "confusion": {"threshold": float(threshold), **confusion_counts(y, s, threshold)},
         "suggested_thresholds": {
@@ -286,7 +316,8 @@ def operating_point_summary(labels, scores, threshold: float, frr_targets: Seque
             # line's mix. The line's threshold comes from good parts alone, with an interval.
             "note": "measured on the test set the thresholds were picked on, so optimistic: for information, "
                     "not for setting the line; set the threshold with 'edge-inspect calibrate' on good parts",
-            "resolution": 1.0 / n_good if n_good else None,  # the smallest non-zero false-reject rate measurable
+            # the smallest non-zero false-reject rate measurable
+            "resolution": 1.0 / n_good if n_good else None,
             "points": [threshold_for_frr(y, s, t) for t in frr_targets],
         },
         "escape_rate_at_1pct_false_rejects": threshold_for_frr(y, s, 0.01),

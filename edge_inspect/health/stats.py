@@ -1,7 +1,12 @@
-"""Pipeline health numbers: per-stage latency (rolling median / p99), frames per second, counters.
+"""Pipeline health numbers: per-stage latency (rolling median / p99), frames per second, counters, and the
+drop watch that warns while running when too many frames are dropped.
 
 Thread-safe: stages record from their own threads; ``snapshot`` is read by the status channel.
 Times are milliseconds for latencies and ``time.monotonic`` seconds elsewhere.
+
+Each counter has one owner. The pipeline's own are counted here; the camera's (sequence gaps, camera
+errors, reconnects) are kept by the source wrapper (camera.reconnect) and only read here, through
+``link_counters``, so a snapshot shows them all without counting anything twice.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -26,12 +32,12 @@ COUNTERS = (
     "ng",
     "unknown",
     "dropped_queue",  # free-run: an older queued frame replaced by a newer one
-    "dropped_gap",  # camera sequence gaps (frames lost before we saw them)
+    "dropped_gap",  # camera sequence gaps (frames lost before we saw them); kept by the source wrapper
     "errors",  # exceptions while judging a frame (each also gives an unknown verdict)
     "timeouts",  # inferences that ran past pipeline.infer_timeout_s
     "late_results",  # timed-out inferences that finished later (result discarded)
-    "camera_errors",  # CameraError from open/read
-    "reconnects",  # successful re-opens after a camera error
+    "camera_errors",  # camera lost or a failed (re)open; kept by the source wrapper
+    "reconnects",  # successful re-opens after a camera error; kept by the source wrapper
     "publish_errors",  # publisher.publish raised: the verdict was NOT published (not in verdicts_out)
     "reloads",  # successful model swaps
 )
@@ -67,17 +73,35 @@ class PipelineStats:
         self._window = window
         self._fps_window_s = fps_window_s
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._linked: Callable[[], dict[str, int]] | None = None
         self._latency: dict[str, LatencyWindow] = {}
         self._verdict_times: deque[float] = deque(maxlen=100_000)
         self.t_start = clock()
         self._t_first_verdict: float | None = None
         self._t_last_verdict: float | None = None
 
+    def link_counters(self, read: Callable[[], dict[str, int]]) -> None:
+        """Counters owned elsewhere (e.g. the camera's gaps): ``read()`` gives their current values, which
+        every ``get`` and ``snapshot`` shows in place of the local ones of the same names."""
+        self._linked = read
+
+    def _read_linked(self) -> dict[str, int]:
+        if self._linked is None:
+            return {}
+        try:
+            return self._linked()
+        except Exception:  # a report must not fail because of a broken reader
+            log.debug("linked counters failed", exc_info=True)
+            return {}
+
     def incr(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.counters[name] = self.counters.get(name, 0) + n
 
     def get(self, name: str) -> int:
+        linked = self._read_linked()
+        if name in linked:
+            return linked[name]
         with self._lock:
             return self.counters.get(name, 0)
 
@@ -129,8 +153,9 @@ class PipelineStats:
     def snapshot(self) -> dict:
         """Plain-data view for status requests and heartbeats."""
         fps = self.fps()
+        linked = self._read_linked()
         with self._lock:
-            counters = dict(self.counters)
+            counters = {**self.counters, **linked}
         return {
             "fps": round(fps, 2),
             "mean_fps": round(self.mean_fps(), 2),
@@ -173,3 +198,41 @@ class PeriodicReporter:
         except Exception:  # a failing report must never stop the stage that ticks it
             log.exception("periodic report failed")
         return True
+
+
+class DropWatch:
+    """Warns while running (not only in the summary) when the share of frames dropped passes ``share``.
+
+    ``observe(taken, dropped)`` with running totals, as often as convenient (cheap). Once at least
+    ``min_frames`` frames were taken or lost since the last look, their dropped share is checked; above
+    ``share`` it logs a WARNING and returns the line, then stays quiet for ``quiet_s``. ``dropped`` counts
+    queue drops and camera gaps alike: frames that were never judged.
+    """
+
+    def __init__(self, share: float | None, min_frames: int = 20, quiet_s: float = 10.0, clock=time.monotonic):
+        self.share = share
+        self.min_frames = min_frames
+        self.quiet_s = quiet_s
+        self._clock = clock
+        self._base = (0, 0)
+        self._quiet_until = -float("inf")
+        self.warnings = 0
+
+    def observe(self, taken: int, dropped: int) -> str | None:
+        if self.share is None:
+            return None
+        seen = (taken + dropped) - sum(self._base)
+        lost = dropped - self._base[1]
+        if seen < self.min_frames:
+            return None
+        self._base = (taken, dropped)
+        now = self._clock()
+        if lost / seen <= self.share or now < self._quiet_until:
+            return None
+        self._quiet_until = now + self.quiet_s
+        self.warnings += 1
+        line = (f"{lost} of the last {seen} frames were dropped ({100 * lost / seen:.0f} %, warning above "
+                f"{100 * self.share:.0f} %): the camera delivers faster than the line judges; use "
+                "--mode lossless, a lower camera rate, or a faster backend")
+        log.warning("%s", line)
+        return line

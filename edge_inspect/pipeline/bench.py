@@ -56,13 +56,13 @@ class MemorySource(FrameSource):
 
 
 class NullPublisher:
-    """Counts verdicts and heartbeats and keeps each verdict's per-stage latency (ms); sends nothing."""
+    """A VerdictSink (pipeline.interfaces) that sends nothing: counts verdicts and keeps each verdict's
+    per-stage latency (ms). No heartbeats: nobody listens."""
 
     def __init__(self):
         self.verdicts = 0
         self.labels: dict[str, int] = {}
         self.latencies: list[dict[str, float]] = []
-        self.heartbeats = 0
         self.closed = False
 
     def publish(self, verdict) -> None:
@@ -70,8 +70,11 @@ class NullPublisher:
         self.labels[verdict.label] = self.labels.get(verdict.label, 0) + 1
         self.latencies.append(verdict.latency_ms)
 
-    def heartbeat(self, status: dict) -> None:
-        self.heartbeats += 1
+    def attach_status(self, provider) -> None:
+        pass
+
+    def beat_soon(self) -> None:
+        pass
 
     def close(self) -> None:
         self.closed = True

@@ -1,6 +1,6 @@
 """The running pipeline: four threads joined by bounded queues.
 
-    capture ──q_pre──► preprocess ──q_infer──► inference ──q_pub──► decide + publish
+    capture ──q_pre──► preprocess ──q_infer──► inference ──q_pub──► decide ──► publisher (its own thread)
 
 Each stage works on its own frame at the same time, so throughput is set by the slowest stage.
 Drop policy (``pipeline.mode``):
@@ -8,19 +8,31 @@ Drop policy (``pipeline.mode``):
             q_infer holds one preprocessed frame, so preprocessing never runs far ahead of inference.
   lossless  every frame is judged; full queues block the capture thread, which back-pressures the
             source (a real camera then skips frames, which show up as sequence gaps).
+  auto      lossless for a recorded source (file://, dir://: its frames wait for us), else free-run.
 Invariant, once drained: frames_in == verdicts_out + publish_errors + dropped_queue. verdicts_out (and
 its split ok / ng / unknown) counts only verdicts the publisher accepted, with the label it accepted;
 a verdict the publisher refused (publish raised) is a publish_error, never counted as judged, and makes
 ``run`` exit non-zero. Camera sequence gaps are counted apart (dropped_gap): those frames were never taken.
+A share of drops above ``pipeline.drop_warn_share`` is a WARNING while running, not only in the summary.
+
+One owner per responsibility:
+  camera      the source wrapper (camera.reconnect.ReconnectingSource) opens, reconnects with back-off,
+              numbers frames and counts sequence gaps. The capture thread only reads frames: a CameraError
+              is a "lost" event (later reads reconnect), state changes arrive as events (a heartbeat goes
+              out at once). The pipeline opens the camera once, in ``start``, after the model is loaded;
+              a camera never seen in this run fails the start (camera.wait_at_start_s), it is not retried.
+  publishing  the publisher (interfaces.VerdictSink) owns the PUB socket, its send queue, the heartbeat
+              clock and its own drop count. The decide thread hands it each verdict; the publisher asks
+              ``heartbeat_status`` on its clock (and once more when closed, after the final counts).
 
 Threads and their duties:
-  capture    open / read / reconnect the source with backoff; counts frames and gaps; READY=1 on
-             the first frame (the model is loaded and warmed up before the threads start).
+  capture    read frames from the source wrapper; count frames taken; READY=1 on the first frame (the
+             model is loaded and warmed up, and the camera opened, before the threads start).
   preprocess camera image → model input with the current model's input spec.
   inference  backend.infer, one call at a time; swaps a reloaded model between frames; WATCHDOG=1.
-  publish    the ONLY thread that touches the publisher (ZeroMQ sockets are not thread-safe):
-             decide, publish, heartbeats, periodic stats line and STATUS=, inference timeouts, and the
-             drift watch (health.drift) on the scores of published verdicts.
+  decide     decide, hand the verdict to the publisher (counted once it is accepted), inference timeouts,
+             the periodic stats line and STATUS=, the drop watch, and the drift watch (health.drift) on
+             the scores of published verdicts.
 
 Runtime control (``status``, ``set_threshold``, ``trigger``, ``reload``) may be called from any thread.
 """
@@ -37,36 +49,42 @@ from pathlib import Path
 
 from ..backends.base import Backend
 from ..camera.base import EndOfStream, FrameSource
+from ..camera.reconnect import ReconnectingSource
 from ..decision import Thresholds, decide, unknown_verdict
 from ..errors import CameraError, ConfigError, DependencyError, ModelError
 from ..health.drift import DriftMonitor
-from ..health.stats import PeriodicReporter, PipelineStats
+from ..health.memory import release_free_memory
+from ..health.stats import DropWatch, PeriodicReporter, PipelineStats
 from ..manifest import Manifest
 from ..preprocess import preprocess
 from ..settings import Settings
 from ..verdict import Verdict
+from .interfaces import Notifier, NullNotifier, VerdictSink
 from .stages import END, BackendFactory, InflightGuard, Job, LoadedModel, StageQueue, load_model
 
 log = logging.getLogger(__name__)
 
 _ABANDONED = "pipeline stopped before this frame was judged (drain timeout)"
-_IDLE_TICK_S = 0.05  # how often idle stages wake to check timeouts, swaps and heartbeats
-_ABANDON_S = 3.0  # after a drain timeout: how long the publish thread collects the remaining frames
+_IDLE_TICK_S = 0.05  # how often idle stages wake to check timeouts and swaps
+_ABANDON_S = 3.0  # after a drain timeout: how long the decide thread collects the remaining frames
 _WATCHDOG_EVERY_S = 0.25  # longest pause between WATCHDOG=1 attempts; the notifier throttles further
+_DROP_CHECK_S = 0.25  # how often the drop watch looks at the counters
 _LOG_EVERY_PUBLISH_ERROR = 10  # the first publish errors are logged one by one, then every 100th
+# The source wrapper's states, as status() and the heartbeat report them.
+_CAMERA_STATES = {"connected": "ok", "reconnecting": "reconnecting", "closed": "closed"}
 
 
-class _NullNotifier:
-    def ready(self) -> None: ...
-    def watchdog(self) -> None: ...
-    def status(self, text: str) -> None: ...
-    def stopping(self) -> None: ...
+def resolve_mode(mode: str, source: FrameSource) -> str:
+    """"free-run" or "lossless": ``mode`` itself, or for "auto" lossless when the source is recorded."""
+    if mode != "auto":
+        return mode
+    return "lossless" if source.recorded else "free-run"
 
 
-def _watchdog_pace(notifier) -> float:
+def _watchdog_pace(notifier: Notifier) -> float:
     """Seconds between WATCHDOG=1 attempts: at most half the service's watchdog interval (systemd's
-    advice), and never more than _WATCHDOG_EVERY_S. Notifiers without an interval (fakes) get the cap."""
-    interval = getattr(notifier, "watchdog_interval_s", lambda: None)()
+    advice), and never more than _WATCHDOG_EVERY_S."""
+    interval = notifier.watchdog_interval_s()
     if interval and interval > 0:
         return min(_WATCHDOG_EVERY_S, interval / 2)
     return _WATCHDOG_EVERY_S
@@ -76,19 +94,20 @@ class Pipeline:
     """Frames from ``source`` → verdicts to ``publisher``, until stopped or the source ends.
 
     Collaborators (injected, so tests use fakes):
-      source     FrameSource, unopened; the pipeline opens, reconnects and closes it.
+      source     FrameSource, unopened; wrapped in a ReconnectingSource unless it is one. ``start`` opens it,
+                 the wrapper reconnects it, the pipeline closes it.
       backend    Backend for the model folder, unloaded; the pipeline loads, warms up and closes it.
-      publisher  object with publish(verdict), heartbeat(status: dict), close(); closed at the end.
-      notifier   optional, with ready(), watchdog(), status(text), stopping() (systemd sd_notify).
+      publisher  VerdictSink (pipeline.interfaces); closed at the end.
+      notifier   optional Notifier (systemd sd_notify).
       backend_factory  (model_dir, manifest) -> unloaded Backend, used by ``reload``; default: open_backend.
     """
 
-    def __init__(self, source: FrameSource, backend: Backend, publisher, settings: Settings | None = None,
-                 notifier=None, backend_factory: BackendFactory | None = None):
+    def __init__(self, source: FrameSource, backend: Backend, publisher: VerdictSink, settings: Settings | None = None,
+                 notifier: Notifier | None = None, backend_factory: BackendFactory | None = None):
         self.settings = settings if settings is not None else Settings()
-        self.source = source
+        self.source = source if isinstance(source, ReconnectingSource) else ReconnectingSource(source, self.settings.camera)
         self.publisher = publisher
-        self.notifier = notifier if notifier is not None else _NullNotifier()
+        self.notifier: Notifier = notifier if notifier is not None else NullNotifier()
         self._backend_factory = backend_factory or self._default_backend_factory
         self._initial_backend: Backend | None = backend
         self._model: LoadedModel | None = None
@@ -98,13 +117,14 @@ class Pipeline:
         self._swapped = threading.Event()
 
         p = self.settings.pipeline
-        self.mode = p.mode
-        self.lossless = p.mode == "lossless"
+        self.mode = resolve_mode(p.mode, self.source)
+        self.lossless = self.mode == "lossless"
         self._q_pre = StageQueue(p.queue_size if self.lossless else 1)
         self._q_infer = StageQueue(p.queue_size if self.lossless else 1)
         self._q_pub = StageQueue(max(p.queue_size, 2))
         self._guard = InflightGuard()
-        self.stats = PipelineStats()
+        self.stats = self._new_stats()
+        self._drops = DropWatch(p.drop_warn_share, quiet_s=p.stats_interval_s)
         self._drift = DriftMonitor(self.settings.drift)
         self._non_finite_logged: list[str] = []  # status fields last sent as null because they were NaN/inf
 
@@ -115,15 +135,22 @@ class Pipeline:
         self._threads: list[threading.Thread] = []
         self._state = "created"
         self._fatal: BaseException | None = None
-        self._last_seq: int | None = None
-        self._camera_state = "closed"
-        self._camera_error: str | None = None
-        self._camera_changed = threading.Event()
         self._capture_alive = time.monotonic()
         self._last_watchdog = 0.0
         self._watchdog_every_s = _watchdog_pace(self.notifier)
         self._t_started = 0.0
         self._t_finished: float | None = None
+        self.source.add_listener(self._on_camera_change)
+        self.publisher.attach_status(self.heartbeat_status)
+
+    def _new_stats(self) -> PipelineStats:
+        stats = PipelineStats()
+        stats.link_counters(self._camera_counters)  # the camera's counters stay the source wrapper's
+        return stats
+
+    def _camera_counters(self) -> dict[str, int]:
+        c = self.source.counters
+        return {"dropped_gap": c.gaps, "camera_errors": c.errors + c.failed_opens, "reconnects": c.reconnects}
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -134,7 +161,12 @@ class Pipeline:
         return open_backend(model_dir, m.backend, manifest=manifest, threads=m.intra_op_threads)
 
     def start(self) -> None:
-        """Load and warm up the model, then start the stage threads. Raises ModelError on load failure."""
+        """Load and warm up the model, open the camera, then start the stage threads.
+
+        Raises (and closes everything) when the model cannot load (ModelError, ConfigError, DependencyError)
+        or the camera cannot be opened within camera.wait_at_start_s (CameraError; ConfigError /
+        DependencyError when retrying cannot help): a camera never seen in this run is not retried.
+        """
         if self._state != "created":
             raise RuntimeError("a Pipeline can be started once")
         backend, self._initial_backend = self._initial_backend, None
@@ -144,17 +176,23 @@ class Pipeline:
             self._model = load_model(backend.model_dir, self._backend_factory, m.image_threshold,
                                      m.pixel_threshold, warmup_runs=self.settings.pipeline.warmup_runs,
                                      backend=backend)
-        except BaseException:
+            if not self._stop.is_set():
+                self.source.open(wait_s=self.settings.camera.wait_at_start_s)
+        except BaseException as exc:  # the caller reports it (``run``: one line and the error's exit code)
+            self._fatal = exc
             self._state = "failed"
+            self.source.close()
             self._close_all()
             self._done.set()
             raise
-        self.stats = PipelineStats()
+        self.stats = self._new_stats()
         self._t_started = time.monotonic()
         self._state = "stopping" if self._stop.is_set() else "starting"
-        self._notify("status", f"model {self._model.manifest.model_id} loaded; waiting for the first frame")
+        log.info("mode %s%s", self.mode, f" (auto: {'a recorded source' if self.lossless else 'a camera'})"
+                 if self.settings.pipeline.mode == "auto" else "")
+        self._notify(self.notifier.status, f"model {self._model.manifest.model_id} loaded; waiting for the first frame")
         for name, target in (("capture", self._capture_loop), ("preprocess", self._preprocess_loop),
-                             ("inference", self._infer_loop), ("publish", self._publish_loop)):
+                             ("inference", self._infer_loop), ("decide", self._decide_loop)):
             t = threading.Thread(target=self._guarded, args=(name, target), name=f"edge-inspect-{name}", daemon=True)
             self._threads.append(t)
             t.start()
@@ -179,9 +217,11 @@ class Pipeline:
         if not self._stop.is_set():
             log.info("stopping: capture ends, frames already taken are still judged")
             self._stop.set()
+            self.source.interrupt()  # a reconnect back-off wait ends now
             if self._state in ("starting", "running"):
                 self._state = "stopping"
-            self._notify("stopping")
+            self._notify(self.notifier.stopping)
+            self._notify(self.publisher.beat_soon)
         if self._state == "created":  # never started: nothing to drain, but close what we own
             self._close_all()
             self._done.set()
@@ -195,14 +235,22 @@ class Pipeline:
         self._abandon.set()
         return self.wait(_ABANDON_S + 2.0)
 
+    def abandon(self) -> None:
+        """Cut a drain in progress short (e.g. a second Ctrl-C): frames not judged yet are published as
+        "unknown" now, so each taken frame still gets a verdict and the summary still comes."""
+        if self._stop.is_set() and not self._done.is_set() and not self._abandon.is_set():
+            log.warning("drain cut short: %d frame(s) not judged yet become 'unknown'", self._unanswered())
+            self._abandon.set()
+
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the pipeline has drained and closed (True) or ``timeout`` s passed (False)."""
         return self._done.wait(timeout)
 
     @property
     def fatal_error(self) -> BaseException | None:
-        """Why the pipeline stopped on its own: a camera that cannot work (ConfigError, DependencyError
-        at open) or an unexpected exception that killed a stage thread; None otherwise."""
+        """Why the pipeline stopped on its own or could not start: a model or camera that cannot work
+        (ModelError, CameraError, ConfigError, DependencyError) or an unexpected exception that killed a
+        stage thread; None otherwise."""
         return self._fatal
 
     def _guarded(self, name: str, target) -> None:
@@ -215,58 +263,37 @@ class Pipeline:
             self._state = "failed"
             self._done.set()
 
-    def _notify(self, what: str, *args) -> None:
+    @staticmethod
+    def _notify(call, *args) -> None:
+        """Call a collaborator's method whose failure must not disturb inspection (sd_notify, a heartbeat nudge)."""
         try:
-            getattr(self.notifier, what)(*args)
-        except Exception:  # a notify socket problem must not disturb inspection
-            log.debug("notifier.%s failed", what, exc_info=True)
+            call(*args)
+        except Exception:
+            log.debug("%s failed", getattr(call, "__qualname__", call), exc_info=True)
 
     # ---- capture -----------------------------------------------------------------------------
 
     def _capture_loop(self) -> None:
-        cam = self.settings.camera
+        read_timeout = self.settings.camera.read_timeout_s
         max_frames = self.settings.pipeline.max_frames
-        backoff = cam.reconnect_initial_s
-        opened = False
-        failed_before = False
         taken = 0
         try:
             while not self._stop.is_set():
                 self._capture_alive = time.monotonic()
-                if not opened:
-                    try:
-                        self.source.open()
-                    except (ConfigError, DependencyError) as exc:  # retrying cannot fix these
-                        log.error("camera %s cannot be opened: %s", self.source.camera_id, exc)
-                        self._fatal = exc
-                        break
-                    except Exception as exc:  # CameraError, or anything a driver throws
-                        self._camera_fault("open", exc)
-                        failed_before = True
-                        self._stop.wait(backoff)
-                        backoff = min(backoff * 2, cam.reconnect_max_s)
-                        continue
-                    opened = True
-                    if failed_before:
-                        self.stats.incr("reconnects")
-                        log.info("camera %s reconnected", self.source.camera_id)
-                    self._set_camera_state("ok", None)
                 try:
-                    frame = self.source.read(timeout=cam.read_timeout_s)
+                    frame = self.source.read(timeout=read_timeout)
                 except EndOfStream:
                     log.info("camera %s: end of stream after %d frames", self.source.camera_id, taken)
                     break
-                except Exception as exc:
-                    self._camera_fault("read", exc)
-                    failed_before = True
-                    opened = False
-                    self._close_source()
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, cam.reconnect_max_s)
+                except (ConfigError, DependencyError) as exc:  # found on a reopen: retrying cannot fix these
+                    log.error("camera %s cannot be used: %s", self.source.camera_id, exc)
+                    self._fatal = exc
+                    break
+                except CameraError as exc:  # lost, or a reconnect attempt failed: the wrapper tries again
+                    log.warning("camera %s: %s", self.source.camera_id, exc)
                     continue
-                if frame is None:  # read timeout: no frame yet (e.g. waiting for a trigger)
+                if frame is None:  # read timeout, or waiting to reconnect
                     continue
-                backoff = cam.reconnect_initial_s  # reset only by a frame: a flapping link keeps backing off
                 self._take(frame)
                 taken += 1
                 if max_frames is not None and taken >= max_frames:
@@ -280,20 +307,14 @@ class Pipeline:
                 self._state = "draining"
             self._q_pre.put(END)
             self._close_source()
-            self._set_camera_state("closed", self._camera_error)
 
-    def _camera_fault(self, op: str, exc: Exception) -> None:
-        self.stats.incr("camera_errors")
-        level = logging.WARNING if isinstance(exc, CameraError) else logging.ERROR
-        log.log(level, "camera %s %s failed: %s; retrying", self.source.camera_id, op, exc,
-                exc_info=not isinstance(exc, CameraError))
-        self._set_camera_state("reconnecting", f"{op}: {exc}")
-        self._notify("status", f"camera {self.source.camera_id}: {op} failed: {exc}")
-
-    def _set_camera_state(self, state: str, error: str | None) -> None:
-        if (state, error) != (self._camera_state, self._camera_error):
-            self._camera_state, self._camera_error = state, error
-            self._camera_changed.set()  # the publish thread sends a heartbeat with the new state now
+    def _on_camera_change(self, state: str, error: str | None) -> None:
+        """The source wrapper's lost / back event: tell systemd and the subscribers (a heartbeat now)."""
+        if state == "reconnecting":
+            self._notify(self.notifier.status, f"camera {self.source.camera_id} lost: {error}; reconnecting")
+        elif state == "connected" and self.source.counters.reconnects:
+            self._notify(self.notifier.status, f"camera {self.source.camera_id} back")
+        self._notify(self.publisher.beat_soon)
 
     def _close_source(self) -> None:
         try:
@@ -302,23 +323,16 @@ class Pipeline:
             log.warning("closing camera %s failed", self.source.camera_id, exc_info=True)
 
     def _take(self, frame) -> None:
-        """Count one frame taken from the source (and any sequence gap) and queue it."""
+        """Count one frame taken from the source and queue it (sequence gaps are the source wrapper's)."""
         stats = self.stats
         stats.incr("frames_in")
-        if self._last_seq is not None:
-            gap = frame.seq - self._last_seq - 1
-            if gap > 0:
-                stats.incr("dropped_gap", gap)
-                log.debug("camera sequence gap: %d frames lost before seq %d", gap, frame.seq)
-            elif gap < 0:
-                log.info("camera sequence restarted at %d (was %d)", frame.seq, self._last_seq)
-        self._last_seq = frame.seq
         if not self._first_frame.is_set():
             self._first_frame.set()
             if self._state == "starting":
                 self._state = "running"
             log.info("first frame received (%s, seq %d); ready", "x".join(map(str, frame.image.shape)), frame.seq)
-            self._notify("ready")
+            self._notify(self.notifier.ready)
+            self._notify(self.publisher.beat_soon)
         job = Job(frame=frame, t_taken=time.monotonic())
         if self.lossless:
             self._capture_alive = math.inf  # blocked on purpose by back-pressure, not stalled
@@ -373,7 +387,7 @@ class Pipeline:
                 if job.model is not model:  # preprocessed for a model swapped out meanwhile
                     self._prepare(job, model)
             if job.error is None and not self._infer(job, model):
-                continue  # timed out: the publish thread has already published "unknown"
+                continue  # timed out: the decide thread has already published "unknown"
             self._q_pub.put(job)
 
     def _infer(self, job: Job, model: LoadedModel) -> bool:
@@ -408,17 +422,17 @@ class Pipeline:
         if now - self._last_watchdog < self._watchdog_every_s:
             return
         cam = self.settings.camera
-        if now - self._capture_alive > cam.read_timeout_s + cam.reconnect_max_s + 30.0:
+        if now - self._capture_alive > cam.read_timeout_s + cam.reconnect_max_s + cam.open_timeout_s + 30.0:
             return
         self._last_watchdog = now
-        self._notify("watchdog")
+        self._notify(self.notifier.watchdog)
 
-    # ---- decide + publish --------------------------------------------------------------------
+    # ---- decide + hand to the publisher ------------------------------------------------------
 
-    def _publish_loop(self) -> None:
+    def _decide_loop(self) -> None:
         p = self.settings.pipeline
-        heartbeat = PeriodicReporter(self.settings.publisher.heartbeat_s, self._send_heartbeat)
         report = PeriodicReporter(p.stats_interval_s, self._report_stats)
+        drops = PeriodicReporter(_DROP_CHECK_S, self._check_drops)
         try:
             while True:
                 try:
@@ -435,17 +449,14 @@ class Pipeline:
                 expired = self._guard.expire(p.infer_timeout_s)
                 if expired is not None:
                     self._finish_timed_out(expired)
-                if self._camera_changed.is_set():
-                    self._camera_changed.clear()
-                    self._send_heartbeat()
-                heartbeat.tick()
                 report.tick()
+                drops.tick()
         finally:
             self._t_finished = time.monotonic()
             if self._state != "failed":
                 self._state = "stopped"
             self._report_stats()
-            self._close_all()
+            self._close_all()  # the publisher last: its final heartbeat asks heartbeat_status() for these counts
             self._done.set()
 
     def _answer_abandoned(self) -> None:
@@ -542,7 +553,7 @@ class Pipeline:
             return
         finally:
             self.stats.record("publish", (time.monotonic() - t0) * 1000.0)
-        label = getattr(sent, "result_state", None)  # VerdictMsg; fakes return None
+        label = getattr(sent, "result_state", None)  # VerdictMsg; a sink may return None ("as given")
         if label not in ("ok", "ng", "unknown"):
             label = verdict.label
         self.stats.mark_verdict(label)
@@ -555,24 +566,21 @@ class Pipeline:
             log.error("the verdict of frame %d (%s) was NOT published (%d so far): %s: %s", verdict.seq,
                       verdict.label, n, type(exc).__name__, exc, exc_info=n == 1)
 
-    def _send_heartbeat(self) -> None:
-        status, replaced = _json_safe(self.status())
-        if replaced and replaced != self._non_finite_logged:  # a stuck heartbeat is worse than a null field
-            log.warning("status had %d non-finite number(s); sent as null: %s", len(replaced), ", ".join(replaced[:5]))
-        self._non_finite_logged = replaced  # said once per set of fields, not once a second
-        try:
-            self.publisher.heartbeat(status)
-        except Exception:
-            log.warning("publisher heartbeat failed", exc_info=True)
+    def _check_drops(self) -> None:
+        c = self.stats.snapshot()["counters"]
+        line = self._drops.observe(c["frames_in"], c["dropped_queue"] + c["dropped_gap"])
+        if line is not None:
+            self._notify(self.notifier.status, f"{self._state}: WARNING {line}")
 
     def _report_stats(self) -> None:
         log.info("stats: %s", self.stats.log_line())
         snap = self.stats.snapshot()
         c = snap["counters"]
         unsent = f", {c['publish_errors']} NOT PUBLISHED" if c["publish_errors"] else ""
-        self._notify("status", f"{self._state}: {snap['fps']:.1f} fps, {c['verdicts_out']} judged "
-                               f"({c['ng']} ng, {c['unknown']} unknown), {c['dropped_queue'] + c['dropped_gap']} dropped"
-                               f"{unsent}, drift {self._drift.state}")
+        self._notify(self.notifier.status,
+                     f"{self._state}: {snap['fps']:.1f} fps, {c['verdicts_out']} judged "
+                     f"({c['ng']} ng, {c['unknown']} unknown), {c['dropped_queue'] + c['dropped_gap']} dropped"
+                     f"{unsent}, drift {self._drift.state}")
 
     def _close_all(self) -> None:
         pending = self._pending_model
@@ -593,15 +601,18 @@ class Pipeline:
         """fps, per-stage latency (median/p99 ms), counters, model, thresholds, mode, camera, uptime, drift.
 
         ``errors`` counts frames that could not be judged plus verdicts the publisher refused
-        (``publish_errors``, also given on its own); ``drift`` is the drift watch's block (health.drift).
+        (``publish_errors``, also given on its own); ``drift`` is the drift watch's block (health.drift);
+        ``camera`` the source wrapper's state, last error and figures.
         """
         snap = self.stats.snapshot()
         model = self._model
         c = snap["counters"]
+        src = self.source
         out = {
             "state": self._state,
             "mode": self.mode,
-            "camera": {"id": self.source.camera_id, "state": self._camera_state, "error": self._camera_error},
+            "camera": {"id": src.camera_id, "state": _CAMERA_STATES.get(src.state, src.state),
+                       "error": src.last_error, "source": src.status()},
             "fps": snap["fps"],
             "mean_fps": snap["mean_fps"],
             # heartbeat summary figures (protocol.messages checks these keys' types)
@@ -617,15 +628,18 @@ class Pipeline:
             "uptime_s": round(time.monotonic() - self._t_started, 3) if self._t_started else 0.0,
             "drift": self._drift.snapshot(),
         }
-        source_status = getattr(self.source, "status", None)
-        if callable(source_status):  # a camera wrapper's own figures (reconnects, stale frames, ...)
-            try:
-                out["camera"]["source"] = source_status()
-            except Exception:
-                log.debug("source.status() failed", exc_info=True)
         if model is not None:
             out.update(model.describe())
         return out
+
+    def heartbeat_status(self) -> dict:
+        """status() made sendable (every NaN or infinity → null, said once per set of fields): the publisher's
+        status provider, asked on the publisher's heartbeat clock."""
+        status, replaced = _json_safe(self.status())
+        if replaced and replaced != self._non_finite_logged:  # a stuck heartbeat is worse than a null field
+            log.warning("status had %d non-finite number(s); sent as null: %s", len(replaced), ", ".join(replaced[:5]))
+        self._non_finite_logged = replaced  # said once per set of fields, not once a second
+        return status
 
     def set_threshold(self, image: float | None = None, pixel: float | None = None) -> dict:
         """Change the thresholds in force from the next decision on; returns them (score / map units).
@@ -654,12 +668,15 @@ class Pipeline:
         return self._model.thresholds
 
     def trigger(self, part_id: str | None = None) -> None:
-        """Software trigger forwarded to the source (CameraError when it has no trigger)."""
+        """Software trigger forwarded to the source (CameraError when it has no trigger or is not connected)."""
         self.source.trigger(part_id)
 
     def reload(self, model_dir: str | Path, timeout: float | None = None) -> dict:
         """Load ``model_dir`` (manifest, thresholds, backend, warm-up) and swap it in between two frames.
 
+        One reload at a time: a second one while a model loads is refused (ModelError "in progress").
+        The load runs in the caller's thread without any lock that status(), set_threshold() or the stage
+        threads need, so they go on meanwhile.
         A refused reload changes nothing: on any failure (ModelError; ConfigError when a configured threshold
         override does not fit the new model; DependencyError when the backend needs a missing library) the
         running model stays, and the error is raised before anything is swapped. The reply is built and
@@ -667,41 +684,50 @@ class Pipeline:
         manifest's plus the configured overrides (run-time set_threshold values belong to the old model and
         are dropped). Returns the new model's description with ``in_force``: True once it judges the next
         frame, False when queued behind an inference that runs longer than ``timeout`` (it takes over after it).
+        The swapped-out model's memory is given back to the OS (health.memory).
         """
-        with self._reload_lock:
-            if self._model is None or self._done.is_set():
-                raise ModelError(f"cannot reload {model_dir}: the pipeline is not running")
-            m = self.settings.model
-            generation = self._model.generation + 1
-            new = load_model(model_dir, self._backend_factory, m.image_threshold, m.pixel_threshold,
-                             generation=generation, warmup_runs=self.settings.pipeline.warmup_runs)
-            try:
-                reply = new.describe()
-                json.dumps(reply, allow_nan=False)  # the control reply must be sendable before we commit
-            except (TypeError, ValueError) as exc:
-                self._close_backend(new)
-                raise ModelError(f"{model_dir}: the new model cannot be described: {exc}") from None
-            if self._inference_running():
-                self._swapped.clear()
-                with self._model_lock:
-                    superseded, self._pending_model = self._pending_model, new
-                self._close_backend(superseded)  # an earlier reload still queued: this one replaces it
-                if not self._inference_running():  # it ended meanwhile: nobody else will swap
-                    self._swap_if_pending()
-                wait_s = timeout if timeout is not None else self.settings.pipeline.infer_timeout_s + 1.0
-                in_force = self._swapped.wait(wait_s)
-                if not in_force:
-                    log.warning("model %s queued; it takes over after the inference in progress",
-                                new.manifest.model_id)
-            else:
-                with self._model_lock:
-                    old, self._model = self._model, new
-                self._close_backend(old)
-                in_force = True
-            self._drift.reset()
-            self.stats.incr("reloads")
-            reply["in_force"] = in_force
-            return reply
+        if not self._reload_lock.acquire(blocking=False):
+            raise ModelError(f"cannot reload {model_dir}: another reload is in progress")
+        try:
+            return self._reload(model_dir, timeout)
+        finally:
+            self._reload_lock.release()
+            release_free_memory()  # what the old (or the refused) model held, not kept by the allocator
+
+    def _reload(self, model_dir: str | Path, timeout: float | None) -> dict:
+        if self._model is None or self._done.is_set():
+            raise ModelError(f"cannot reload {model_dir}: the pipeline is not running")
+        m = self.settings.model
+        generation = self._model.generation + 1
+        new = load_model(model_dir, self._backend_factory, m.image_threshold, m.pixel_threshold,
+                         generation=generation, warmup_runs=self.settings.pipeline.warmup_runs)
+        try:
+            reply = new.describe()
+            json.dumps(reply, allow_nan=False)  # the control reply must be sendable before we commit
+        except (TypeError, ValueError) as exc:
+            self._close_backend(new)
+            raise ModelError(f"{model_dir}: the new model cannot be described: {exc}") from None
+        if self._inference_running():
+            self._swapped.clear()
+            with self._model_lock:
+                superseded, self._pending_model = self._pending_model, new
+            self._close_backend(superseded)  # an earlier reload still queued: this one replaces it
+            if not self._inference_running():  # it ended meanwhile: nobody else will swap
+                self._swap_if_pending()
+            wait_s = timeout if timeout is not None else self.settings.pipeline.infer_timeout_s + 1.0
+            in_force = self._swapped.wait(wait_s)
+            if not in_force:
+                log.warning("model %s queued; it takes over after the inference in progress",
+                            new.manifest.model_id)
+        else:
+            with self._model_lock:
+                old, self._model = self._model, new
+            self._close_backend(old)
+            in_force = True
+        self._drift.reset()
+        self.stats.incr("reloads")
+        reply["in_force"] = in_force
+        return reply
 
     def _inference_running(self) -> bool:
         return any(t.name.endswith("inference") and t.is_alive() for t in self._threads)
@@ -718,6 +744,8 @@ class Pipeline:
                  self._model.manifest.model_id, self._model.model_dir)
         self._swapped.set()
         self._close_backend(old)
+        if not self._reload_lock.locked():  # swapped after reload() returned: it cannot trim for us
+            release_free_memory()
 
     @staticmethod
     def _close_backend(model: LoadedModel | None) -> None:
@@ -732,7 +760,7 @@ class Pipeline:
 
     def summary(self) -> dict:
         """End-of-run figures: counters (publish_errors: verdicts NOT published), fps, per-stage latency,
-        duration, frames still in flight, the drift watch, model and mode."""
+        duration, frames still in flight, the drift watch, the camera's own figures, model and mode."""
         snap = self.stats.snapshot()
         end = self._t_finished or time.monotonic()
         duration = end - self._t_started if self._t_started else 0.0
@@ -745,6 +773,8 @@ class Pipeline:
             "latency_ms": snap["latency_ms"],
             "in_flight": self._unanswered(),
             "drift": self._drift.snapshot(),
+            "camera": self.source.status(),
+            "drop_warnings": self._drops.warnings,
         }
         if self._model is not None:
             out.update(self._model.describe())

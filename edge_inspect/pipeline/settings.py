@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,7 +12,7 @@ class ModelSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
     dir: Path | None = None
-    backend: str = Field(default="auto", pattern="^(auto|onnxruntime|tensorrt)$")
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
     # None: use the manifest's calibrated threshold; set to override without re-export. Checked when the
     # model loads (decision.Thresholds.check): finite and not below the manifest's score_lower_bound /
     # map_lower_bound (none for fused z-scores, which may be negative).
@@ -24,8 +25,10 @@ class PipelineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
     # free-run: latest frame wins, older waiting frames are dropped and counted;
-    # lossless: every frame is judged and the camera is back-pressured.
-    mode: str = Field(default="free-run", pattern="^(free-run|lossless)$")
+    # lossless: every frame is judged and the camera is back-pressured;
+    # auto: lossless for recorded sources (file://, dir://: their frames wait for us, so dropping them
+    # loses data for nothing), free-run for cameras (synthetic:// included: it runs on its own clock).
+    mode: Literal["auto", "free-run", "lossless"] = "auto"
     # Depth of the frame queues in lossless mode and of the verdict queue (free-run frame queues hold 1).
     queue_size: int = Field(default=4, ge=1, le=1024)
     infer_timeout_s: float = Field(default=5.0, gt=0)
@@ -39,3 +42,6 @@ class PipelineSettings(BaseModel):
     warmup_runs: int = Field(default=2, ge=0)
     # stop(): how long to wait for frames already taken to be judged and published.
     drain_timeout_s: float = Field(default=30.0, gt=0)
+    # A WARNING in the log (and in systemd's STATUS=) while running when more than this share of the
+    # frames (queue drops and camera gaps, over at least 20 frames) was dropped. None: never warn.
+    drop_warn_share: float | None = Field(default=0.1, ge=0, le=1)

@@ -8,6 +8,14 @@ A request that fails validation, names an unknown command, or makes the target r
 The target (the pipeline) is called from the control thread, so its methods must be thread-safe:
     status() -> dict; trigger(part_id: str); set_threshold(image: float | None, pixel: float | None);
     reload(model_dir: str). They raise EdgeInspectError subclasses for refusals (the message is replied).
+
+``reload`` loads and warms up a model, which takes seconds: it runs on a worker thread, and the control
+thread keeps answering everything else (status, ping, last, ...) meanwhile; the reload's reply is sent
+when it is done. A second ``reload`` while one is loading is refused at once ("already in progress").
+
+Refusals are logged at INFO, cut to one short line and rate-limited (a client sending garbage in a loop
+must not fill the disk): at most ``_LOG_BURST`` lines per ``_LOG_WINDOW_S``, then one line saying how many
+were left out.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import queue
 import threading
 import time
 from typing import Any
@@ -37,6 +46,45 @@ from .settings import ControlSettings, SecuritySettings
 
 log = logging.getLogger(__name__)
 
+_SLOW_COMMANDS = frozenset({"reload"})  # run on the worker thread; the control thread keeps answering
+_LOG_BURST = 5  # refusal lines logged per window ...
+_LOG_WINDOW_S = 10.0  # ... after which one line counts the ones left out
+_LOG_TEXT = 200  # characters of a client-provided message kept in a log line
+
+
+def cut(text: str, limit: int = _LOG_TEXT) -> str:
+    """``text`` on one line, at most ``limit`` characters (the rest counted, not shown)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else f"{flat[:limit]}… (+{len(flat) - limit} chars)"
+
+
+class RateLimitedLog:
+    """Log at most ``burst`` lines per ``window_s`` seconds; then say once how many were left out."""
+
+    def __init__(self, logger: logging.Logger, burst: int = _LOG_BURST, window_s: float = _LOG_WINDOW_S,
+                 clock=time.monotonic):
+        self._log, self._burst, self._window, self._clock = logger, burst, window_s, clock
+        self._lock = threading.Lock()
+        self._t0 = -float("inf")
+        self._n = 0
+        self._suppressed = 0
+
+    def log(self, level: int, msg: str, *args, exc_info: bool = False) -> bool:
+        """Log (True) or count as left out (False)."""
+        with self._lock:
+            now = self._clock()
+            if now - self._t0 >= self._window:
+                if self._suppressed:
+                    self._log.log(level, "control: %d more such line(s) in the last %.0f s not logged",
+                                  self._suppressed, now - self._t0)
+                self._t0, self._n, self._suppressed = now, 0, 0
+            if self._n >= self._burst:
+                self._suppressed += 1
+                return False
+            self._n += 1
+        self._log.log(level, msg, *args, exc_info=exc_info)
+        return True
+
 
 class ControlServer:
     """``ControlServer(settings, security, target, publisher=None).start()``; ``.endpoint`` once started."""
@@ -49,10 +97,17 @@ class ControlServer:
         self.endpoint: str | None = None
         self.requests = 0
         self.errors = 0
+        self._counts_lock = threading.Lock()
+        self._refusals = RateLimitedLog(log)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ctx: zmq.Context | None = None
         self._curve = None
+        # The worker thread for slow commands: one at a time; its replies come back over an inproc socket.
+        self._jobs: queue.Queue = queue.Queue(maxsize=1)
+        self._worker: threading.Thread | None = None
+        self._worker_busy = threading.Event()
+        self._replies_addr = f"inproc://control-replies-{id(self):x}"
 
     def start(self) -> ControlServer:
         if self._thread is not None:
@@ -67,12 +122,17 @@ class ControlServer:
             if self._curve is not None:
                 self._curve.secure(sock)
             self.endpoint = bind_socket(sock, self.settings.bind, "control.bind")
+            replies = self._ctx.socket(zmq.PULL)
+            replies.setsockopt(zmq.LINGER, 0)
+            replies.bind(self._replies_addr)
         except BaseException:
             if self._curve is not None:
                 self._curve.stop()
             self._ctx.destroy(linger=0)
             raise
-        self._thread = threading.Thread(target=self._run, args=(sock,), name="control", daemon=True)
+        self._worker = threading.Thread(target=self._work, name="control-worker", daemon=True)
+        self._worker.start()
+        self._thread = threading.Thread(target=self._run, args=(sock, replies), name="control", daemon=True)
         self._thread.start()
         log.info("control channel on %s", self.endpoint)
         return self
@@ -83,6 +143,13 @@ class ControlServer:
         self._stop.set()
         self._thread.join()
         self._thread = None
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            try:
+                self._jobs.put(None, timeout=1.0)  # after the job in hand, if any
+            except queue.Full:
+                pass
+            worker.join(timeout=10.0)  # a reload in progress finishes (its reply is dropped)
         if self._curve is not None:
             self._curve.stop()
         self._ctx.term()
@@ -93,32 +160,100 @@ class ControlServer:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _run(self, sock: zmq.Socket) -> None:
+    def _run(self, sock: zmq.Socket, replies: zmq.Socket) -> None:
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(replies, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 try:
-                    if not sock.poll(100):
-                        continue
+                    ready = dict(poller.poll(100))
+                except zmq.ZMQError as exc:
+                    self._refusals.log(logging.WARNING, "control: poll failed: %s", exc)
+                    time.sleep(0.01)
+                    continue
+                if replies in ready:  # a slow command's reply, made by the worker thread
+                    self._send(sock, replies.recv_multipart())
+                if sock not in ready:
+                    continue
+                try:
                     frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     continue
                 except zmq.ZMQError as exc:
-                    log.warning("control: receive failed: %s", exc)
+                    self._refusals.log(logging.WARNING, "control: receive failed: %s", exc)
                     time.sleep(0.01)
                     continue
                 if len(frames) < 2:  # ROUTER always prefixes the peer identity; anything else is noise
                     continue
-                reply = self.handle(frames[-1])
-                try:
-                    sock.send_multipart(frames[:-1] + [reply], zmq.NOBLOCK)
-                except zmq.ZMQError as exc:  # peer gone or its queue full: the reply is lost, not the server
-                    log.warning("control: reply not sent: %s", exc)
+                if self._is_slow(frames[-1]):
+                    if self._worker_busy.is_set():
+                        self._send(sock, frames[:-1] + [self._busy_reply(frames[-1])])
+                        continue
+                    self._worker_busy.set()
+                    self._jobs.put((frames[:-1], frames[-1]))  # empty: the worker is idle
+                    continue
+                self._send(sock, frames[:-1] + [self.handle(frames[-1])])
         finally:
             sock.close()
+            replies.close()
+
+    def _send(self, sock: zmq.Socket, frames: list[bytes]) -> None:
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # peer gone or its queue full: the reply is lost, not the server
+            self._refusals.log(logging.WARNING, "control: reply not sent: %s", exc)
+
+    @staticmethod
+    def _is_slow(raw: bytes) -> bool:
+        try:
+            obj = decode_json_object(raw, "request", MAX_CONTROL_BYTES)
+        except ProtocolError:
+            return False
+        return obj.get("cmd") in _SLOW_COMMANDS
+
+    def _busy_reply(self, raw: bytes) -> bytes:
+        with self._counts_lock:
+            self.requests += 1
+            self.errors += 1
+        obj = decode_json_object(raw, "request", MAX_CONTROL_BYTES)
+        cmd = obj.get("cmd")
+        try:
+            req_id = request_id(obj)
+        except ProtocolError:
+            req_id = None
+        error = f"{cmd}: another {cmd} is in progress; try again when it has replied"
+        self._refusals.log(logging.INFO, "control: %s refused: %s", cmd, error)
+        return ControlReply(ok=False, cmd=cmd, error=error, id=req_id).to_frames()[0]
+
+    def _work(self) -> None:
+        """The worker thread: slow commands one at a time; each reply goes back through the inproc socket."""
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            envelope, raw = job
+            try:
+                reply = self.handle(raw)
+            finally:
+                self._worker_busy.clear()
+            try:
+                push = self._ctx.socket(zmq.PUSH)
+            except zmq.ZMQError:  # the server is closing: the reply has nobody to go to
+                continue
+            try:
+                push.setsockopt(zmq.LINGER, 1000)
+                push.connect(self._replies_addr)
+                push.send_multipart(envelope + [reply])
+            except zmq.ZMQError as exc:
+                log.warning("control: reply to a slow request not delivered: %s", exc)
+            finally:
+                push.close()
 
     def handle(self, raw: bytes) -> bytes:
         """One request frame -> one reply frame. Never raises (the fuzz tests hold it to that)."""
-        self.requests += 1
+        with self._counts_lock:
+            self.requests += 1
         cmd, req_id = None, None
         try:
             try:  # for the error reply: echo id and cmd even when the rest of the request is refused
@@ -134,12 +269,15 @@ class ControlServer:
             reply = ControlReply(ok=True, cmd=cmd, result=result, id=req_id)
             return reply.to_frames()[0]
         except EdgeInspectError as exc:
-            self.errors += 1
-            log.info("control: %s refused: %s", cmd or "request", exc)
+            with self._counts_lock:
+                self.errors += 1
+            self._refusals.log(logging.INFO, "control: %s refused: %s", cmd or "request", cut(str(exc)))
             return ControlReply(ok=False, cmd=cmd, error=str(exc), id=req_id).to_frames()[0]
         except Exception as exc:  # a target bug must not kill the control thread
-            self.errors += 1
-            log.exception("control: %s failed", cmd or "request")
+            with self._counts_lock:
+                self.errors += 1
+            self._refusals.log(logging.ERROR, "control: %s failed: %s", cmd or "request",
+                               cut(f"{type(exc).__name__}: {exc}"), exc_info=True)
             return ControlReply(ok=False, cmd=cmd, error=f"internal error: {type(exc).__name__}: {exc}", id=req_id).to_frames()[0]
 
     def _need_target(self, cmd: str) -> Any:

@@ -1,10 +1,16 @@
-"""Verdict publisher: a ZeroMQ PUB socket owned by one sender thread, fed through a bounded queue.
+"""Verdict publisher: the one owner of the PUB socket, its send queue and the heartbeat clock.
 
-Why a sender thread: ZeroMQ sockets are not thread-safe and heartbeats must go out while the inference
-loop is busy. ``publish()`` only builds the message, stores it in the history (for the control channel's
-``last``) and does ``put_nowait``; it never waits on the network. A full queue is a counted publish drop
-(the message stays in the history, so a subscriber sees the ``msg_seq`` gap and can resync it). A slow
-subscriber costs nothing here either: at SNDHWM ZeroMQ drops for that subscriber only, who sees gaps.
+One sender thread owns the socket (ZeroMQ sockets are not thread-safe) and the heartbeat clock, as in
+zguide's clone server: it sends what is queued and, every ``heartbeat_s``, a heartbeat. Nobody else
+times heartbeats: a caller hands over a *status provider* (``attach_status``), a callable the sender
+thread asks for the status at each beat (so the numbers are never stale, the final "stopped" heartbeat
+included), and may ask for a beat now when something changed (``beat_soon``, e.g. the camera was lost).
+
+``publish()`` may be called from any thread: it only builds the message, stores it in the history (for
+the control channel's ``last``) and does ``put_nowait``; it never waits on the network. A full queue is a
+counted publish drop, kept here only (``counters()``; heartbeats carry it in ``publisher``): the message
+stays in the history, so a subscriber sees the ``msg_seq`` gap and can resync it. A slow subscriber
+costs nothing here either: at SNDHWM ZeroMQ drops for that subscriber only, who sees gaps.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 
 import zmq
@@ -28,6 +35,9 @@ from .settings import PublisherSettings, SecuritySettings
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_BEAT = object()  # wakes the sender thread for a heartbeat now (beat_soon)
+
+StatusProvider = Callable[[], dict]
 
 
 def bind_socket(sock: zmq.Socket, endpoint: str, what: str) -> str:
@@ -42,12 +52,16 @@ def bind_socket(sock: zmq.Socket, endpoint: str, what: str) -> str:
 class VerdictPublisher:
     """PUB socket for one camera's verdicts and heartbeats.
 
-    publish(verdict) -> VerdictMsg   never blocks; assigns msg_seq, keeps a history copy (no heat map)
-    heartbeat(status)                 sets the status dict the next heartbeats carry (fps, drops, errors, ...)
+    publish(verdict) -> VerdictMsg   never blocks; assigns msg_seq, keeps a history copy (no heat map); any thread
+    attach_status(provider)           heartbeats carry provider() from now on, asked at each beat by the sender thread
+    beat_soon()                       send a heartbeat now rather than at the next tick (the status changed)
+    heartbeat(status)                 a fixed status for callers without a provider (checked here, at the call)
     last(since_seq, n)                stored messages: frame seq > since_seq, oldest first (None: the newest n)
+    counters()                        published / dropped / queued / heartbeats
     """
 
-    def __init__(self, settings: PublisherSettings, security: SecuritySettings, camera_id: str = "cam0"):
+    def __init__(self, settings: PublisherSettings, security: SecuritySettings, camera_id: str = "cam0",
+                 status: StatusProvider | None = None):
         self.settings = settings
         self.line_id = check_id(settings.line_id, "publisher.line_id")
         self.camera_id = check_id(camera_id, "camera_id")
@@ -56,7 +70,10 @@ class VerdictPublisher:
         self._lock = threading.Lock()
         self._history: deque[VerdictMsg] = deque(maxlen=settings.history)
         self._queue: queue.Queue = queue.Queue(maxsize=settings.queue_size)
-        self._status: dict = {"state": "starting"}
+        self._status: dict = {"state": "starting"}  # the last status sent (or set by heartbeat())
+        self._provider: StatusProvider | None = status
+        self._provider_error: str | None = None  # the last refusal of the provider's status, said once
+        self._beat_now = threading.Event()
         self._next_msg_seq = 0
         self._last_sent_msg_seq = -1  # written by the sender thread only
         self.published = 0  # verdict messages handed to ZeroMQ
@@ -107,18 +124,36 @@ class VerdictPublisher:
         return msg
 
     def heartbeat(self, status: dict) -> None:
-        """Replace the status carried by heartbeats (keys: state, fps, drops, errors, backend, drift, ...).
+        """Replace the status carried by heartbeats (keys: state, fps, drops, errors, backend, drift, ...), for
+        callers without a status provider; the heartbeat clock stays here.
 
         Raises ProtocolError (and keeps the previous status) for a status the heartbeat schema or JSON refuses,
         so the caller hears of it and the sender thread never meets an unsendable heartbeat.
         """
-        try:
-            dumps_json(status)
-        except (TypeError, ValueError) as exc:
-            raise ProtocolError(f"heartbeat status is not JSON-serialisable: {exc}") from None
-        check_status(status)
+        _check_sendable(status)
         with self._lock:
             self._status = dict(status)
+
+    def attach_status(self, provider: StatusProvider | None) -> None:
+        """From now on each heartbeat carries ``provider()``, called by the sender thread at each beat (and
+        once more for the final heartbeat at close). A status it cannot send (not JSON, refused by the
+        heartbeat schema) or a provider that raises is logged once, and the last good status goes out."""
+        with self._lock:
+            self._provider = provider
+
+    def beat_soon(self) -> None:
+        """Ask for a heartbeat now (the status changed, e.g. the camera was lost), not at the next tick."""
+        self._beat_now.set()
+        try:
+            self._queue.put_nowait(_BEAT)
+        except queue.Full:  # the sender thread is busy and sees the flag after the next message
+            pass
+
+    def counters(self) -> dict:
+        """{"published", "dropped", "queued", "heartbeats"}: this publisher's own figures (kept here only)."""
+        with self._lock:
+            return {"published": self.published, "dropped": self.dropped, "queued": self._queue.qsize(),
+                    "heartbeats": self.heartbeats}
 
     def last(self, since_seq: int | None = None, n: int | None = None) -> list[VerdictMsg]:
         """Stored verdicts (without heat maps): frame seq > since_seq, oldest first, at most n;
@@ -135,7 +170,8 @@ class VerdictPublisher:
         return time.monotonic() - self._t_start
 
     def close(self) -> None:
-        """Send what is queued, a final heartbeat (state 'stopped'), then close (waiting up to linger_ms)."""
+        """Send what is queued, a final heartbeat (state 'stopped', with the provider's status as it is now,
+        i.e. after the caller's final counts), then close (waiting up to linger_ms)."""
         if self._closed:
             return
         self._closed = True
@@ -159,9 +195,29 @@ class VerdictPublisher:
 
     # ----- sender thread -----
 
-    def _heartbeat_msg(self, final: bool = False) -> HeartbeatMsg:
+    def _current_status(self) -> dict:
+        """The status for the next beat: the provider's, when it gives one that can be sent; else the last good."""
         with self._lock:
-            status = dict(self._status)
+            provider = self._provider
+        if provider is not None:
+            try:
+                status = provider()
+                _check_sendable(status)
+            except Exception as exc:  # a provider bug or an unsendable status must not stop the heartbeats
+                why = f"{type(exc).__name__}: {exc}"
+                if why != self._provider_error:
+                    log.error("publisher %s: heartbeat status refused, sending the last good one: %s",
+                              self.endpoint, why)
+                    self._provider_error = why
+            else:
+                self._provider_error = None
+                with self._lock:
+                    self._status = dict(status)
+        with self._lock:
+            return dict(self._status)
+
+    def _heartbeat_msg(self, final: bool = False) -> HeartbeatMsg:
+        status = self._current_status()
         if final:
             status["state"] = "stopped"
         return HeartbeatMsg(
@@ -206,7 +262,7 @@ class VerdictPublisher:
                     item = None
                 if item is _STOP:
                     break
-                if item is not None:
+                if item is not None and item is not _BEAT:
                     try:
                         frames = item.to_frames(validate=False)  # validated in publish()
                     except ProtocolError as exc:  # cannot happen for messages built by from_verdict
@@ -220,7 +276,11 @@ class VerdictPublisher:
                             self.dropped += 1
                     self._last_sent_msg_seq = item.msg_seq
                 now = time.monotonic()
-                if now >= next_beat:
+                if self._beat_now.is_set():  # asked for (beat_soon): now, and the clock starts again
+                    self._beat_now.clear()
+                    self._beat()
+                    next_beat = now + interval
+                elif now >= next_beat:
                     self._beat()
                     next_beat += interval
                     if next_beat <= now:  # after a stall: no burst of catch-up beats
@@ -230,3 +290,12 @@ class VerdictPublisher:
             log.exception("publisher %s: sender thread failed", self.endpoint)
         finally:
             self._sock.close()  # honours LINGER
+
+
+def _check_sendable(status) -> None:
+    """ProtocolError unless ``status`` is a JSON object the heartbeat schema accepts."""
+    try:
+        dumps_json(status)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"heartbeat status is not JSON-serialisable: {exc}") from None
+    check_status(status)

@@ -25,6 +25,7 @@ import zmq
 import zmq.auth
 
 from ..errors import ConfigError
+from .endpoints import EndpointError, endpoint_host
 from .settings import SecuritySettings
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,14 @@ class ClientKeys:
 
 
 def is_loopback_endpoint(endpoint: str) -> bool:
-    """True for ipc://, inproc:// and tcp:// on 127.0.0.0/8, ::1 or localhost; False for *, 0.0.0.0, NICs."""
-    scheme, _, rest = endpoint.partition("://")
+    """True for ipc://, inproc:// and tcp:// on 127.0.0.0/8, ::1 or localhost; False for *, 0.0.0.0, NICs.
+    A bare ``host:port`` counts as tcp:// (see endpoints.py); an endpoint that is not one is not loopback."""
+    try:
+        scheme, host = endpoint_host(endpoint)
+    except EndpointError:
+        return False
     if scheme in ("ipc", "inproc"):
         return True
-    host = rest.rsplit(":", 1)[0] if ":" in rest else rest
-    host = host.split(";")[-1]  # tcp://src;dst form: the part after ';' is the address we bind/connect
     return host in _LOOPBACK_HOSTS or host.startswith("127.")
 
 
@@ -203,7 +206,13 @@ def server_for(context: zmq.Context, security: SecuritySettings, bind: str, role
     """A started CurveServer when CURVE applies to ``bind`` (see curve_enabled), else None."""
     if not curve_enabled(security, bind, role):
         return None
-    return CurveServer(context, load_server_keys(security), role)
+    try:
+        keys = load_server_keys(security)
+    except ConfigError as exc:  # say why CURVE is on at all: a new user did not ask for it
+        why = ("security.curve = on" if security.curve == "on" else
+               f"security.curve = auto and {bind} is not a loopback address")
+        raise ConfigError(f"{role} {bind}: {exc} (CURVE is on because {why})") from None
+    return CurveServer(context, keys, role)
 
 
 def secure_client(socket: zmq.Socket, keys: ClientKeys | None) -> None:

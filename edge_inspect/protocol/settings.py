@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from .endpoints import normalise_endpoint
+
+# Every bind/connect endpoint is checked and completed in one place: "127.0.0.1:5555" -> "tcp://127.0.0.1:5555".
+Endpoint = Annotated[str, AfterValidator(normalise_endpoint)]
 
 
 class PublisherSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
-    bind: str = "tcp://127.0.0.1:5555"  # "tcp://127.0.0.1:*" binds an ephemeral port (see publisher.endpoint)
+    bind: Endpoint = "tcp://127.0.0.1:5555"  # "tcp://127.0.0.1:*": an ephemeral port (see publisher.endpoint)
     line_id: str = Field(default="line1", pattern=r"^[A-Za-z0-9_-]{1,64}$")  # part of the topic: no dots
     sndhwm: int = Field(default=1000, ge=1)  # messages queued per subscriber before ZeroMQ drops for it
     linger_ms: int = Field(default=1000, ge=0)  # how long close() may wait to flush queued messages
@@ -24,14 +30,14 @@ class ControlSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
     enabled: bool = True
-    bind: str = "tcp://127.0.0.1:5556"
+    bind: Endpoint = "tcp://127.0.0.1:5556"
 
 
 class SecuritySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
     # "auto": CURVE on when binding to a non-loopback address, off on loopback.
-    curve: str = Field(default="auto", pattern="^(auto|on|off)$")
+    curve: Literal["auto", "on", "off"] = "auto"
     # A zmq certificate .key_secret file; relative paths are looked up in $CREDENTIALS_DIRECTORY first.
     # Unset: $CREDENTIALS_DIRECTORY/curve-server.key_secret.
     server_secret_key: Path | None = None

@@ -9,12 +9,14 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from edge_inspect.backends import tensorrt as trt_backend
+from edge_inspect.backends import trt_probe
 from edge_inspect.backends.select import open_backend
-from edge_inspect.backends.tensorrt import TensorRTBackend, TrtEnvironment, engine_problems, usable
+from edge_inspect.backends.tensorrt import TensorRTBackend
+from edge_inspect.backends.trt_probe import TrtEnvironment, check_runnable, engine_problems, usable
 from edge_inspect.errors import BackendError, DependencyError, EngineError
 from edge_inspect.manifest import EngineRecord, load_manifest, save_manifest, sha256_file
 
@@ -50,10 +52,11 @@ def built_model(tiny_model_dir, tmp_path):
 
 
 def test_module_imports_without_tensorrt_or_pycuda():
-    code = ("import sys, edge_inspect.backends.tensorrt, edge_inspect.backends.select; "
+    code = ("import sys, edge_inspect.backends.tensorrt, edge_inspect.backends.select, "
+            "edge_inspect.backends.trt_probe, edge_inspect.backends.tensorrt_runner, engines.verify; "
             "bad = [m for m in ('tensorrt', 'pycuda', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=Path(__file__).resolve().parents[2])
 
 
 def test_environment_reason_is_one_line_naming_what_is_missing():
@@ -68,7 +71,7 @@ def test_environment_reason_is_one_line_naming_what_is_missing():
 
 
 def test_real_probe_on_this_machine_is_consistent():
-    env = trt_backend.probe_environment()
+    env = trt_probe.probe_environment()
     if env.ok:
         assert env.tensorrt_version and env.gpu_name and env.compute_capability
     else:
@@ -149,8 +152,19 @@ def test_first_problem_reported_with_count(built_model):
     assert not ok and reason.endswith("(and 1 more)")
 
 
+def test_check_runnable_raises_the_first_reason_or_returns_the_environment(built_model):
+    manifest = load_manifest(built_model)
+    assert check_runnable(built_model, manifest, env=ORIN) is ORIN
+    with pytest.raises(DependencyError, match=r"^the verifier needs TensorRT.*tensorrt"):
+        check_runnable(built_model, manifest, "the verifier", env=NO_TRT)
+    foreign = TrtEnvironment(tensorrt_version="10.7.0", pycuda_version="x", gpu_name="Orin", compute_capability="8.7")
+    with pytest.raises(EngineError, match=r"built for GPU 'Orin'.*TensorRT 10.7.0.*edge-inspect build") as info:
+        check_runnable(built_model, manifest, env=foreign)
+    assert "(and" not in str(info.value)  # one reason, the first
+
+
 def test_auto_backend_falls_back_to_onnxruntime_with_reason(built_model, monkeypatch, caplog):
-    monkeypatch.setattr(trt_backend, "probe_environment", lambda refresh=False: NO_TRT)
+    monkeypatch.setattr(trt_probe, "probe_environment", lambda refresh=False: NO_TRT)
     with caplog.at_level("INFO", logger="edge_inspect.backends.select"):
         backend = open_backend(built_model, "auto")
     assert backend.name == "onnxruntime"
@@ -158,20 +172,20 @@ def test_auto_backend_falls_back_to_onnxruntime_with_reason(built_model, monkeyp
 
 
 def test_auto_backend_picks_tensorrt_when_engines_match(built_model, monkeypatch):
-    monkeypatch.setattr(trt_backend, "probe_environment", lambda refresh=False: ORIN)
+    monkeypatch.setattr(trt_probe, "probe_environment", lambda refresh=False: ORIN)
     backend = open_backend(built_model, "auto")
     assert isinstance(backend, TensorRTBackend)  # not loaded: loading needs the real device
 
 
 def test_load_refuses_without_tensorrt(built_model, monkeypatch):
-    monkeypatch.setattr(trt_backend, "probe_environment", lambda refresh=False: NO_TRT)
+    monkeypatch.setattr(trt_probe, "probe_environment", lambda refresh=False: NO_TRT)
     with pytest.raises(DependencyError, match="tensorrt"):
         TensorRTBackend(built_model, load_manifest(built_model)).load()
 
 
 def test_load_refuses_foreign_engine_before_touching_the_device(built_model, monkeypatch):
     h100 = TrtEnvironment(tensorrt_version="10.3.0", pycuda_version="x", gpu_name="NVIDIA H100", compute_capability="9.0")
-    monkeypatch.setattr(trt_backend, "probe_environment", lambda refresh=False: h100)
+    monkeypatch.setattr(trt_probe, "probe_environment", lambda refresh=False: h100)
     with pytest.raises(EngineError, match=r"built for GPU 'Orin'.*edge-inspect build"):
         TensorRTBackend(built_model, load_manifest(built_model)).load()
 

@@ -61,3 +61,21 @@ def test_camera_modules_import_no_optional_library():
             "bad = [m for m in ('gi', 'torch', 'onnxruntime') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_missing_v4l2_device_is_one_line_and_never_an_abort():
+    """Used to abort (terminate called without an active exception, exit 134) in 5 of 16 runs: the capture
+    object was destroyed by another thread or at exit. Each run must end with one line and exit 1."""
+    for uri in ("v4l2:///dev/video99", "v4l2:///dev/null", "99"):
+        for _ in range(3):
+            r = subprocess.run([sys.executable, "-m", "edge_inspect", "check", "--camera", uri],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 1, (uri, r.returncode, r.stderr[-500:])
+            lines = [ln for ln in r.stderr.splitlines() if ln.startswith("edge-inspect check:")]
+            assert len(lines) == 1 and "terminate called" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_file_uri_on_a_folder_is_one_line(tmp_path, capsys):
+    assert main(["check", "--camera", f"file://{tmp_path}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is a folder" in err[0] and "dir://" in err[0]

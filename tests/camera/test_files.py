@@ -168,3 +168,53 @@ def test_dir_folder_gone_or_emptied_is_a_lost_camera_and_open_relists(tmp_path, 
     src.close()
     with pytest.raises(CameraError, match="no images"):
         src.open()
+
+
+def test_every_file_ends_as_a_frame_or_a_counted_gap_even_the_first_and_the_last(tmp_path):
+    """15 files, bad ones first, in the middle and last: delivered + gaps == 15 (the last one used to be lost)."""
+    bad = {0, 4, 7, 9, 14}
+    for i in range(15):
+        path = tmp_path / f"{i:02d}.png"
+        if i in bad:
+            path.write_bytes(b"not a png")
+        else:
+            _png(path, np.full((8, 8), 10 + i, np.uint8))
+    src = open_source(CameraSettings(uri=f"dir://{tmp_path}"))
+    frames = _read_all(src)
+    st = src.status()
+    assert [f.seq for f in frames] == [i for i in range(15) if i not in bad]  # file k is seq k
+    assert len(frames) + st["gaps"] == 15 and st["gaps"] == 5 and st["bad_frames"] == 5
+
+
+def test_file_uri_naming_a_folder_says_so_and_suggests_dir(tmp_path):
+    from edge_inspect.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"is a folder, not a file; to read its images use dir://"):
+        open_source(CameraSettings(uri=f"file://{tmp_path}/"))
+
+
+def test_recorded_sources_and_their_probe(tmp_path):
+    _png(tmp_path / "a.png", np.full((4, 4), 9, np.uint8))
+    src = DirSource(str(tmp_path))
+    assert src.recorded and not src.live and src.probe() is True
+    (tmp_path / "a.png").unlink()
+    assert src.probe() is False  # no images: not back yet
+
+
+def test_a_huge_image_is_refused_before_decoding(tmp_path):
+    """A PNG whose header declares 16000 x 16000 pixels is a counted bad file, never 768 MB of pixels."""
+    import struct
+    import zlib
+
+    from edge_inspect.camera.files import read_image_file
+    from edge_inspect.errors import ImageError
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", 16000, 16000, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b"")
+    path = tmp_path / "huge.png"
+    path.write_bytes(png)
+    with pytest.raises(ImageError, match="16000x16000"):
+        read_image_file(path)

@@ -81,3 +81,45 @@ def test_gige_sequence_follows_frame_ids_across_the_16_bit_wrap():
         src._advance_seq(fid)
         seqs.append(src._seq)
     assert seqs == [0, 1, 2, 3, 4, 7]  # 0 is skipped by the camera; 3 and 4 were lost
+
+
+def test_missing_v4l2_device_fails_at_once_without_asking_opencv(tmp_path):
+    from edge_inspect.camera.opencv_source import OpenCVSource, v4l2_device
+    from edge_inspect.camera.uri import make_source, parse_uri
+    from edge_inspect.errors import CameraError
+
+    assert v4l2_device("3") == "/dev/video3" and v4l2_device("/dev/video7") == "/dev/video7"
+    src = make_source(parse_uri("v4l2:///dev/video99"), CameraSettings())
+    assert isinstance(src, OpenCVSource) and src.probe() is False
+    with pytest.raises(CameraError, match="no such device /dev/video99"):
+        src.open()
+    assert src._thread is None  # no grabber thread, no capture object was ever made
+
+
+def test_a_failed_open_is_reported_only_after_the_grabber_released_the_capture():
+    """The capture object lives and dies in the grabber thread; open() raises after that thread is gone, so
+    nothing of OpenCV is left for another thread or the interpreter's exit to destroy (the abort)."""
+    import threading
+
+    from edge_inspect.camera.uri import make_source, parse_uri
+    from edge_inspect.errors import CameraError
+
+    src = make_source(parse_uri("v4l2:///dev/null"), CameraSettings(open_timeout_s=2.0))  # exists, is no camera
+    for _ in range(3):
+        with pytest.raises(CameraError, match="cannot open"):
+            src.open()
+        assert not [t for t in threading.enumerate() if t.name.startswith("grab-")]
+
+
+def test_rtsp_probe_is_a_tcp_connect():
+    import socket
+
+    from edge_inspect.camera.uri import make_source, parse_uri
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        src = make_source(parse_uri(f"rtsp://127.0.0.1:{port}/line"), CameraSettings())
+        assert src.address == ("127.0.0.1", port) and src.probe() is True
+    assert src.probe() is False  # nobody listens any more

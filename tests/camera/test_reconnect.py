@@ -212,3 +212,137 @@ def test_first_open_failure_is_raised_not_hidden():
     assert src.state == "closed" and src.status()["failed_opens"] == 1
     with pytest.raises(CameraError, match="not open"):
         src.read(0.01)
+
+
+# ---- one owner: reconnect promptly, count every gap once, declared features ----------------------------
+
+
+class ProbedCamera(ScriptedCamera):
+    """A camera that can be probed cheaply (like an RTSP server's TCP port): ``down`` makes both the probe
+    and open fail, as an unplugged camera would."""
+
+    def __init__(self, steps, **kw):
+        super().__init__(steps, **kw)
+        self.down = False
+        self.probes = 0
+
+    def probe(self):
+        self.probes += 1
+        return not self.down
+
+    def open(self):
+        if self.down:
+            raise CameraError("scripted: connection refused")
+        super().open()
+
+
+def test_a_camera_that_is_back_is_reopened_at_the_next_probe_not_the_next_backoff_slot():
+    raw = ProbedCamera([("img", 1), "error"] + [("img", 10 + i) for i in range(50)])
+    # back-off long enough that a pure back-off schedule would wait ~3.2 s after an 0.8 s outage
+    src = ReconnectingSource(raw, _settings(reconnect_initial_s=0.4, reconnect_max_s=3.2, reconnect_probe_s=0.05))
+    src.open()
+    assert src.read(0.1) is not None
+    raw.down = True
+    with pytest.raises(CameraError):
+        src.read(0.1)
+    t_lost = time.monotonic()
+    errors = 0
+    while time.monotonic() - t_lost < 0.8:  # down: probes say so, no open attempt is wasted on it
+        try:
+            assert src.read(0.05) is None
+        except CameraError:
+            errors += 1
+    assert errors == 0 and raw.opens == 1 and raw.probes >= 5
+    raw.down = False
+    t_back = time.monotonic()
+    frame = None
+    while frame is None and time.monotonic() - t_back < 5:
+        frame = src.read(0.05)
+    delay = time.monotonic() - t_back
+    assert frame is not None and delay < 0.3, delay  # one probe interval plus the open, not 3.2 s
+    assert src.status()["reconnects"] == 1 and src.state == "connected"
+
+
+def test_a_camera_without_a_probe_keeps_the_backoff_schedule():
+    raw = ScriptedCamera([("img", 1), "error", ("img", 2)])
+    src = ReconnectingSource(raw, _settings(reconnect_initial_s=0.3, reconnect_max_s=0.3))
+    src.open()
+    src.read(0.1)
+    with pytest.raises(CameraError):
+        src.read(0.1)
+    t = time.monotonic()
+    frame = None
+    while frame is None:
+        frame = src.read(0.05)
+    assert 0.25 < time.monotonic() - t < 0.6
+
+
+def test_first_open_may_wait_a_while_but_not_for_ever():
+    src = ReconnectingSource(ScriptedCamera([("img", 1)], fail_opens=2), _settings(reconnect_initial_s=0.05))
+    src.open(wait_s=2.0)  # the camera answers on the third try
+    assert src.state == "connected" and src.status()["failed_opens"] == 2
+    never = ReconnectingSource(ScriptedCamera([], fail_opens=1000), _settings(reconnect_initial_s=0.05))
+    t = time.monotonic()
+    with pytest.raises(CameraError, match="not answering"):
+        never.open(wait_s=0.3)
+    assert 0.25 < time.monotonic() - t < 1.0 and never.state == "closed"
+
+
+def test_interrupt_ends_a_reconnect_wait_at_once():
+    raw = ScriptedCamera([("img", 1), "error"])
+    src = ReconnectingSource(raw, _settings(reconnect_initial_s=5.0, reconnect_max_s=5.0))
+    src.open()
+    src.read(0.1)
+    with pytest.raises(CameraError):
+        src.read(0.1)
+    import threading
+
+    threading.Timer(0.1, src.interrupt).start()
+    t = time.monotonic()
+    assert src.read(3.0) is None
+    assert time.monotonic() - t < 0.5
+
+
+def test_lost_and_back_events_reach_listeners_with_the_reason():
+    raw = ScriptedCamera([("img", 1), "error", ("img", 2)])
+    src = ReconnectingSource(raw, _settings())
+    events = []
+    src.add_listener(lambda state, error: events.append((state, error)))
+    src.open()
+    _drain(src, 2)
+    src.close()
+    assert [s for s, _ in events] == ["connected", "reconnecting", "connected", "closed"]
+    assert events[1][1] == "scripted: stream ended"
+
+
+def test_gaps_are_counted_once_in_the_wrapper_including_stale_black_and_outage():
+    steps = [("img", 10), ("img", 10), "gap", ("img", 11), ("img", 0), ("img", 12), "error", ("img", 13)]
+    src = ReconnectingSource(ScriptedCamera(steps), _settings())
+    src.open()
+    frames, _ = _drain(src, 4)
+    seqs = [f.seq for f in frames]
+    st = src.status()
+    # every number below the last delivered one is a delivered frame or exactly one counted gap
+    assert st["gaps"] == seqs[-1] + 1 - len(frames)
+    assert st["gaps"] >= st["stale_dropped"] + st["black_dropped"] + st["lost_in_outages"] + 1  # + the driver's gap
+
+
+def test_a_source_without_the_declared_interface_is_refused_by_name():
+    class NotASource:
+        camera_id = "x"
+
+        def read(self, timeout=1.0):
+            return None
+
+    with pytest.raises(TypeError, match="open.*close.*trigger.*live.*recorded.*probe"):
+        ReconnectingSource(NotASource())
+
+
+def test_every_source_implements_the_declared_features():
+    from edge_inspect.camera.base import CameraSource, SourceFeatures
+    from edge_inspect.camera.files import DirSource
+    from edge_inspect.camera.synthetic import SyntheticSource
+
+    for src in (ScriptedCamera([]), SyntheticSource(), ReconnectingSource(SyntheticSource())):
+        assert isinstance(src, CameraSource) and isinstance(src, SourceFeatures)
+    assert DirSource.recorded and not SyntheticSource.recorded and ScriptedCamera.live

@@ -273,8 +273,11 @@ def _recording_collaborators(record: _Record, publish_raises: bool = False):
                 raise ProtocolError(f"verdict.threshold: {verdict.threshold!r} is not finite")
             self.verdicts.append(verdict)
 
-        def heartbeat(self, status):
-            self.heartbeats.append(status)
+        def attach_status(self, provider):
+            self.provider = provider
+
+        def beat_soon(self):
+            self.heartbeats.append(self.provider())
 
         def close(self):
             self.closed = True
@@ -284,6 +287,7 @@ def _recording_collaborators(record: _Record, publish_raises: bool = False):
         def watchdog(self): ...
         def status(self, text): ...
         def stopping(self): ...
+        def watchdog_interval_s(self): return None
         def close(self): ...
 
     def open_source(cam):
@@ -380,3 +384,114 @@ def test_publisher_that_raises_means_publish_errors_nothing_judged_and_exit_1(ti
     assert "NOT PUBLISHED: 5 verdict(s)" in out and "publish errors 5" in out
     assert "edge-inspect run: 5 verdict(s) could NOT be published" in out
     assert record.publishers[0].verdicts == [] and record.sources[0].delivered == [0, 1, 2, 3, 4]
+
+
+# ---- sockets before the camera; a never-seen camera fails fast; signals never lose the drain ------------------
+
+
+def test_control_flag_sets_the_endpoint_and_excludes_no_control(tiny_model_dir):
+    s = run_cmd.settings_from_args(parse("--model", str(tiny_model_dir), "--control", "tcp://127.0.0.1:7001"))
+    assert s.control.bind == "tcp://127.0.0.1:7001" and s.control.enabled is True
+    with pytest.raises(SystemExit):
+        parse("--model", "m", "--control", "tcp://127.0.0.1:7001", "--no-control")
+
+
+def test_a_taken_control_port_is_one_line_exit_2_before_the_camera_opens(tiny_model_dir, monkeypatch, capsys):
+    """It used to open the camera, judge and publish one ng verdict, and only then fail on the control port."""
+    record = _Record()
+    monkeypatch.setattr(run_cmd, "_collaborators", _recording_collaborators(record))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        rc = main(["run", "--camera", "fake://", "--model", str(tiny_model_dir), "--mode", "lossless",
+                   "--max-frames", "5", "--control", f"tcp://127.0.0.1:{port}"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("edge-inspect run: error:")]
+    assert rc == 2 and len(err) == 1 and "control.bind" in err[0] and str(port) in err[0], err
+    assert [s.opens for s in record.sources] == [0]  # the camera was never opened ...
+    assert record.publishers[0].verdicts == [] and record.publishers[0].closed  # ... nothing was published
+
+
+def test_a_camera_that_is_not_there_at_start_is_one_line_and_exit_1_not_an_endless_retry(tiny_model_dir, capsys):
+    t = time.monotonic()
+    rc = main(["run", "--camera", "v4l2:///dev/video99", "--model", str(tiny_model_dir), "--no-control",
+               "--bind", f"tcp://127.0.0.1:{free_port()}"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("edge-inspect run:")]
+    assert rc == 1 and len(err) == 1 and "no such device /dev/video99" in err[0], err
+    assert time.monotonic() - t < 20
+
+
+def test_stop_signals_the_same_request_twice_keeps_draining_a_later_one_cuts_it_short():
+    class FakePipeline:
+        def __init__(self):
+            self.calls = []
+
+        def stop(self, wait=True):
+            self.calls.append(("stop", wait))
+
+        def abandon(self):
+            self.calls.append(("abandon",))
+
+    now = [100.0]
+    p = FakePipeline()
+    handler = run_cmd.StopSignals(p, echo_s=2.0, clock=lambda: now[0])
+    handler(signal.SIGTERM)
+    now[0] += 0.01
+    handler(signal.SIGTERM)  # timeout(1): to the child, then to its process group
+    assert p.calls == [("stop", False)]
+    now[0] += 5.0
+    handler(signal.SIGINT)  # a person pressing Ctrl-C again, later
+    assert p.calls == [("stop", False), ("abandon",)] and handler.seen == ["SIGTERM", "SIGTERM", "SIGINT"]
+
+
+@pytest.mark.skipif(not __import__("shutil").which("timeout"), reason="coreutils timeout missing")
+def test_run_under_timeout_drains_and_prints_its_summary(tmp_path, tiny_model_dir):
+    """``timeout`` signals the child and then its whole process group: the process gets SIGTERM twice. It used
+    to exit 130 without a summary; now the second is the same request and the drain goes on."""
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(repo=str(REPO)))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("NOTIFY_SOCKET", None)
+    out = subprocess.run(
+        ["timeout", "--preserve-status", "-s", "TERM", "6", sys.executable, str(script), "run", "--camera", "fake://",
+         "--model", str(tiny_model_dir), "--no-control", "--bind", f"tcp://127.0.0.1:{free_port()}",
+         "--mode", "lossless"],
+        capture_output=True, text=True, timeout=60, env=env, start_new_session=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "SIGTERM received: stopping" in out.stderr and "parts judged:" in out.stdout
+    judged = int(out.stdout.split("parts judged:")[1].split()[0])
+    assert judged > 0 and "unknown 0" in out.stdout and "interrupted" not in out.stderr
+
+
+def test_sigterm_twice_to_the_process_group_drains_and_exits_zero(tmp_path):
+    """The second SIGTERM arrives while frames wait in the queues (a model slow enough, queue 8): they are all
+    still judged, and the summary comes."""
+    from tests.fixtures.tiny_model import make_tiny_model
+
+    slow_model = make_tiny_model(tmp_path / "m512", size=512)
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT.format(repo=str(REPO)))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "EDGE_INSPECT_PIPELINE__QUEUE_SIZE": "8"}
+    env.pop("NOTIFY_SOCKET", None)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "-v", "run", "--camera", "fake://", "--model", str(slow_model),
+         "--no-control", "--bind", f"tcp://127.0.0.1:{free_port()}", "--mode", "lossless"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        err_seen = ""
+        deadline = time.monotonic() + 30
+        while "first frame received" not in err_seen and time.monotonic() < deadline:
+            err_seen += proc.stderr.readline()
+            assert proc.poll() is None, err_seen
+        time.sleep(0.5)  # the queues fill up behind the slow model
+        os.killpg(proc.pid, signal.SIGTERM)
+        while "SIGTERM received: stopping" not in err_seen:  # handled: the drain has begun ...
+            err_seen += proc.stderr.readline()
+        os.killpg(proc.pid, signal.SIGTERM)  # ... and here is the second one
+        out, err = proc.communicate(timeout=30)
+        err = err_seen + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "received again: already stopping" in err and "parts judged:" in out and "unknown 0" in out

@@ -1,15 +1,31 @@
-"""MVTec AD folder loader: layout, sorting, masks, image decoding, fingerprint."""
+"""MVTec AD folder loader: layout, sorting, masks, image decoding, the pixel limit, headers, fingerprint."""
 
 from __future__ import annotations
 
+import struct
+import time
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from edge_inspect.data.mvtec import MVTecCategory, Sample, fingerprint, load_image, load_mask
-from edge_inspect.errors import DataError, ImageError
+from edge_inspect.data.mvtec import (
+    MAX_IMAGE_PIXELS,
+    MAX_PIXELS_ENV,
+    ImageHeader,
+    MVTecCategory,
+    Sample,
+    check_image_size,
+    fingerprint,
+    load_image,
+    load_mask,
+    max_image_pixels,
+    read_header,
+    read_image_header,
+)
+from edge_inspect.errors import ConfigError, DataError, ImageError
 
 REAL_ROOT = Path("/work/shared/data")
 REAL_CATEGORY = "magnetic_tile"
@@ -166,6 +182,99 @@ def test_load_mask_threshold_and_shape_check(tmp_path):
     with pytest.raises(DataError) as err:
         load_mask(path, shape=(8, 6))
     assert "m_mask.png" in str(err.value) and "6x8" in str(err.value) and "8x6" in str(err.value)
+
+
+# ---------------------------------------------------------------- headers and the pixel limit
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares width x height (8-bit grey) but holds no pixel data: only a decoder would find out."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".tif"])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_header_gives_size_and_channels_without_decoding(ext, channels):
+    shape = (37, 53) if channels == 1 else (37, 53, channels)
+    ok, buf = cv2.imencode(ext, np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8))
+    assert ok
+    header = read_header(buf)
+    assert (header.width, header.height) == (53, 37)
+    decoded = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    stored = 1 if decoded.ndim == 2 else decoded.shape[2]
+    if ext == ".bmp" and channels == 1:
+        assert header.channels is None  # an 8-bit BMP is a palette: grey or colour, the header cannot say
+    else:
+        assert header.channels == stored
+
+
+def test_jpeg_size_after_a_large_exif_block_is_found(tmp_path):
+    ok, buf = cv2.imencode(".jpg", np.zeros((30, 40, 3), np.uint8))
+    data = buf.tobytes()
+    app1 = b"\xff\xe1" + struct.pack(">H", 60002) + b"Exif\x00\x00" + bytes(59994)  # 60 KB before the frame header
+    path = tmp_path / "exif.jpg"
+    path.write_bytes(data[:2] + app1 + data[2:])
+    assert read_header(path.read_bytes()[:4096]) is None  # not in the first bytes
+    assert read_image_header(path) == ImageHeader("jpeg", 40, 30, 3)
+    assert load_image(path).shape == (30, 40, 3)
+
+
+@pytest.mark.parametrize("data", [b"", b"junk", b"\xff\xd8\xff", b"\xff\xd8\xff\xe0\x00", b"BM" + bytes(10),
+                                  b"II*\x00\xff\xff\xff\xff", b"MM\x00*\x00\x00\x00\x08\x00\x05",
+                                  b"\x89PNG\r\n\x1a\n" + bytes(30)])
+def test_unknown_or_broken_headers_give_none(data):
+    assert read_header(data) is None
+
+
+def test_huge_image_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "huge.png"
+    path.write_bytes(_png_header_only(16000, 16000))  # 1.3 GB of RGB once decoded
+    t0 = time.perf_counter()
+    with pytest.raises(ImageError) as err:
+        load_image(path)
+    assert time.perf_counter() - t0 < 0.5
+    msg = str(err.value)
+    assert "huge.png" in msg and "16000x16000" in msg and "refused before decoding" in msg and MAX_PIXELS_ENV in msg
+    assert len(msg.splitlines()) == 1
+    with pytest.raises(ImageError, match="16000x16000"):
+        load_mask(path)
+    assert MAX_IMAGE_PIXELS == 8192 * 8192 and max_image_pixels() == MAX_IMAGE_PIXELS
+
+
+def test_pixel_limit_from_the_environment_or_a_parameter(tmp_path, monkeypatch):
+    path = _write(tmp_path / "img.png", np.zeros((16, 20, 3), np.uint8))  # 320 pixels
+    assert load_image(path, max_pixels=320).shape == (16, 20, 3)
+    with pytest.raises(ImageError, match="20x16"):
+        load_image(path, max_pixels=319)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "300")
+    assert max_image_pixels() == 300
+    with pytest.raises(ImageError, match="above the limit"):
+        load_image(path)
+    assert load_image(path, max_pixels=1000).shape == (16, 20, 3)  # the parameter wins
+    monkeypatch.setenv(MAX_PIXELS_ENV, "100_000_000")
+    assert max_image_pixels() == 100_000_000
+    for bad in ("lots", "0", "-5", "1e8"):
+        monkeypatch.setenv(MAX_PIXELS_ENV, bad)
+        with pytest.raises(ConfigError, match=MAX_PIXELS_ENV):
+            max_image_pixels()
+
+
+def test_check_image_size_on_bytes_and_formats_without_a_header_parser(tmp_path):
+    data = _png_header_only(100, 50)
+    assert check_image_size(data, "cam0 frame", max_pixels=5000) == ImageHeader("png", 100, 50, 1)
+    with pytest.raises(ImageError, match="cam0 frame is 100x50"):
+        check_image_size(data, "cam0 frame", max_pixels=4999)
+    pgm = b"P5\n30 20\n255\n" + bytes(600)  # a format read_header does not know: checked after decoding
+    assert check_image_size(pgm, "x.pgm", max_pixels=10) is None
+    path = tmp_path / "x.png"
+    path.write_bytes(pgm)
+    assert load_image(path, max_pixels=600).shape == (20, 30, 3)
+    with pytest.raises(ImageError, match="30x20"):
+        load_image(path, max_pixels=599)
 
 
 def test_fingerprint_order_independent_and_sensitive(category):

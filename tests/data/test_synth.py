@@ -11,6 +11,7 @@ from edge_inspect.data.synth import (
     DEFECT_TYPES,
     MAX_DEFECT_AREA,
     MIN_DEFECT_AREA,
+    CategoryExistsError,
     make_synthetic_category,
     render_part,
 )
@@ -95,8 +96,9 @@ def test_make_synthetic_category_layout_and_determinism(tmp_path):
 def test_make_synthetic_category_refuses_non_empty_unless_overwrite(tmp_path):
     kwargs = dict(n_train=2, n_test_good=1, n_test_per_defect=1, size=48)
     make_synthetic_category(tmp_path, **kwargs)
-    with pytest.raises(DataError, match="not empty"):
+    with pytest.raises(CategoryExistsError, match=r"not empty \(pass overwrite=True") as err:
         make_synthetic_category(tmp_path, **kwargs)
+    assert isinstance(err.value, DataError) and err.value.path == tmp_path / "widget"
     make_synthetic_category(tmp_path, overwrite=True, **{**kwargs, "n_train": 1})
     assert len(MVTecCategory(tmp_path, "widget").train_samples()) == 1  # stale files are gone
     with pytest.raises(ConfigError):
@@ -111,7 +113,9 @@ def test_cli_synth(tmp_path, capsys):
     assert str(tmp_path / "w") in out and "train/good: 2" in out and "test/stain: 1" in out
     cat = MVTecCategory(tmp_path, "w")
     fp = fingerprint(cat.test_samples())
-    assert main(args) == 1  # folder exists: one-line error, no traceback
-    assert "not empty" in capsys.readouterr().err
+    assert main(args) == 1  # folder exists: one-line error, no traceback, naming the flag to use
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--overwrite" in err and "overwrite=True" not in err
+    assert len(err.strip().splitlines()) == 1
     assert main(args + ["--overwrite"]) == 0
     assert fingerprint(cat.test_samples()) == fp

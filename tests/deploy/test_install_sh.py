@@ -109,7 +109,7 @@ def test_install_into_root_is_complete_and_idempotent(root, tiny_model_dir):
 def test_reinstall_keeps_the_operators_config_and_engines(root, tiny_model_dir):
     _install("--root", str(root), "--no-venv", "--model", str(tiny_model_dir))
     config = root / "etc/edge-inspect/config.toml"
-    config.write_text(config.read_text().replace('mode = "free-run"', 'mode = "lossless"'))
+    config.write_text(config.read_text().replace('mode = "auto"', 'mode = "lossless"'))
     engine = root / "var/lib/edge-inspect/model/engines/features.plan"
     engine.parent.mkdir()
     engine.write_bytes(b"built on the device")

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from edge_inspect.backends.tensorrt import probe_environment
+from edge_inspect.backends.trt_probe import probe_environment
 
 
 def _build(*args, cwd=None):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
-from edge_inspect.backends.tensorrt import TensorRTBackend, probe_environment, usable
+from edge_inspect.backends.tensorrt import TensorRTBackend
+from edge_inspect.backends.trt_probe import probe_environment, usable
 from edge_inspect.errors import InputShapeError
 from edge_inspect.manifest import load_manifest
 from edge_inspect.preprocess import preprocess

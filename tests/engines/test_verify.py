@@ -157,3 +157,53 @@ def test_parser_errors_falls_back_to_str():
             return "In node 2 (parseGraph): INVALID_NODE"
 
     assert parser_errors(_FakeParser([Old()])) == ["In node 2 (parseGraph): INVALID_NODE"]
+
+
+# ---- verify_model end to end on the stand-in TensorRT (tests/backends/fake_trt.py) ---------------------
+
+
+@pytest.fixture
+def fake_device(monkeypatch):
+    from tests.backends import fake_trt
+
+    return fake_trt.install(monkeypatch)
+
+
+def test_verify_model_runs_each_engine_alone_through_the_runtime_runner(fake_device, tiny_model_dir,
+                                                                        tmp_path):
+    import shutil
+
+    from engines.verify import verify_model
+    from tests.backends.fake_trt import record_fake_engines
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    manifest = record_fake_engines(model)
+    end_to_end = verify_model(model, manifest, images=[grey_image(64), grey_image(64, blob=True)])
+    assert set(end_to_end) == {"score", "anomaly_map"} and max(end_to_end.values()) < 1e-5
+    for rec in manifest.engines:
+        assert rec.tolerance == {"atol": 1e-4, "rtol": 1e-3} and rec.max_abs_error < 1e-5
+    # each engine alone (2 samples each), then the chained backend (2 samples x 2 engines)
+    order = [name for name, _ in fake_device.executions]
+    assert order == ["features.onnx"] * 2 + ["head.onnx"] * 2 + ["features.onnx", "head.onnx"] * 2
+    assert fake_device.memory == {}  # every runner freed its buffers
+
+
+def test_verify_model_names_the_engine_out_of_tolerance(fake_device, tiny_model_dir, tmp_path):
+    import shutil
+
+    from edge_inspect.errors import EngineError
+    from engines.verify import verify_model
+    from tests.backends.fake_trt import record_fake_engines
+
+    model = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, model)
+    manifest = record_fake_engines(model, offsets={"head": 0.5})
+    with pytest.raises(EngineError) as info:
+        verify_model(model, manifest, images=[grey_image(64, blob=True)])
+    msg = str(info.value)
+    assert "engine 'head'" in msg and "'features'" not in msg and "--fp32-graph" in msg
+    assert "output 'score'" in msg and "output 'anomaly_map'" in msg
+    features, head = manifest.engines
+    assert features.max_abs_error < 1e-5 and head.max_abs_error == pytest.approx(0.5, rel=1e-3)
+    assert fake_device.memory == {}

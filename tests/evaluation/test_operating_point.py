@@ -153,3 +153,44 @@ def test_summary_of_nothing_does_not_crash():
     assert op["suggested_thresholds"]["resolution"] is None
     assert op["escape_rate_at_1pct_false_rejects"]["threshold"] is None
     assert op["false_reject_rate_at_zero_escapes"]["threshold"] is None
+
+
+# ---------------------------------------------------------------- the one ok/ng rule
+
+
+def test_every_judgement_follows_the_rule_in_decision(monkeypatch):
+    """predict_ng, the curve, the suggestions and label_at ask decision.is_ng: change the rule there (here
+    to "at or above") and every one of them follows, and so does the line's Thresholds.label."""
+    from edge_inspect import decision
+    from edge_inspect.decision import Thresholds
+
+    y, s = [0, 0, 1, 1], [0.1, 0.2, 0.2, 0.9]
+    assert M.predict_ng(s, 0.2).tolist() == [False, False, False, True]
+    assert M.label_at(0.2, 0.2) == "ok"
+    monkeypatch.setattr(decision, "is_ng", lambda scores, t: np.asarray(scores, np.float64) >= t)
+    assert Thresholds(image=0.2, pixel=0.0).label(0.2) == "ng"
+    assert M.predict_ng(s, 0.2).tolist() == [False, True, True, True]
+    assert M.label_at(0.2, 0.2) == "ng"
+    curve = M.frr_escape_curve(y, s)
+    assert curve["false_reject_rate"] == [1.0, 0.5, 0.0] and curve["escape_rate"] == [0.0, 0.0, 0.5]
+    assert M.confusion_counts(y, s, 0.2) == {"true_ok": 1, "false_reject": 1, "escape": 0, "caught": 2}
+
+
+def test_predict_ng_keeps_the_shape_and_judges_non_finite_scores_alone():
+    x = np.array([[np.nan, 1.0, np.inf], [-np.inf, 0.5, 2.0]])
+    assert M.predict_ng(x, 0.5).tolist() == [[False, True, True], [False, False, True]]
+    assert M.predict_ng([], 0.5).shape == (0,)
+
+
+def test_sweep_is_fast_for_thousands_of_tied_scores():
+    import time
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 5000)
+    s = np.round(rng.normal(size=5000) + y, 3)
+    t0 = time.perf_counter()
+    op = M.operating_point_summary(y, s, 0.5)
+    assert time.perf_counter() - t0 < 3.0  # ~0.3 s; K·N comparisons through the rule would take minutes
+    thresholds = np.array(op["curve"]["thresholds"])
+    k = len(thresholds) // 2
+    assert op["curve"]["false_reject_rate"][k] == pytest.approx(float((s[y == 0] > thresholds[k]).mean()))

@@ -322,12 +322,136 @@ def test_all_images_unreadable_is_a_data_error(tiny_model_dir, category, tmp_pat
         evaluate(tiny_model_dir, category, "widget", tmp_path / "out", progress=False)
 
 
-def test_torch_backend_missing_is_a_dependency_error(tiny_model_dir, category, tmp_path, monkeypatch):
+def test_torch_backend_is_handed_in_by_the_cli_and_its_absence_is_one_line(tiny_model_dir, category, tmp_path,
+                                                                           monkeypatch, capsys):
     import sys
 
-    monkeypatch.setitem(sys.modules, "trainer.evaluate_backend", None)  # import raises ImportError
-    with pytest.raises(DependencyError, match="torch"):
+    from edge_inspect.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="hand in its class"):  # evaluation never imports the trainer itself
         evaluate(tiny_model_dir, category, "widget", tmp_path / "out", backend="torch", progress=False)
+    monkeypatch.setitem(sys.modules, "trainer.evaluate_backend", None)  # import raises ImportError
+    rc = main(["eval", "--model", str(tiny_model_dir), "--data", str(category), "--category", "widget",
+               "--out", str(tmp_path / "out"), "--backend", "torch", "--no-progress", "--no-report"])
+    err = capsys.readouterr().err
+    assert rc == 3 and "eval --backend torch" in err and "edge-inspect[train]" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluation_never_imports_the_trainer():
+    import ast
+
+    import edge_inspect.evaluation as pkg
+
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value] if node.value.startswith("trainer.") and " " not in node.value else []
+            assert not any(n == "trainer" or n.startswith("trainer.") for n in names), f"{path.name}: {names}"
+
+
+class _PixelsBackend:
+    """A backend factory's product whose graph input is called 'pixels' (the manifest says so): forwards
+    to the tiny model's ONNX Runtime backend, whose graphs call it 'image'."""
+
+    name = "pixels-backend"
+    opened_with = None
+
+    def __init__(self, model_dir, manifest):
+        from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
+
+        type(self).opened_with = manifest
+        self.inputs_seen: set[str] = set()
+        inner = manifest.model_copy(update={"input": manifest.input.model_copy(update={"name": "image"})})
+        self.inner = OnnxRuntimeBackend(model_dir, inner)
+
+    def __enter__(self):
+        self.inner.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        assert self.inputs_seen == {"pixels"}
+        return self.inner.__exit__(*exc)
+
+    def infer(self, inputs):
+        self.inputs_seen |= set(inputs)
+        return self.inner.infer({"image": inputs["pixels"]})
+
+
+def test_a_handed_in_backend_gets_the_manifest_input_name(tiny_model_dir, category, tmp_path):
+    model = _copy_model(tiny_model_dir, tmp_path / "model")
+    m = load_manifest(model)
+    m.input.name = "pixels"
+    save_manifest(m, model)
+    r = evaluate(model, category, "widget", tmp_path / "out", backend=_PixelsBackend, progress=False, report=False)
+    assert r["backend"] == "pixels-backend" and r["image_auroc"] == 1.0
+    assert _PixelsBackend.opened_with.input.name == "pixels"
+
+
+def test_threshold_below_the_models_lower_bound_is_refused(tiny_model_dir, category, tmp_path):
+    from edge_inspect.errors import ConfigError
+
+    model = _copy_model(tiny_model_dir, tmp_path / "model")
+    m = load_manifest(model)
+    m.calibration.score_lower_bound = 0.0
+    save_manifest(m, model)
+    with pytest.raises(ConfigError, match="below"):
+        evaluate(model, category, "widget", tmp_path / "out", threshold=-1.0, progress=False, report=False)
+
+
+# ---------------------------------------------------------------- data check
+
+
+def test_matching_data_gives_no_data_warning(tiny_model_dir, tmp_path):
+    cat = make_category(tmp_path / "data")
+    for f in cat.rglob("*.png"):  # every image and mask 64x64, as train/good
+        img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        cv2.imwrite(str(f), cv2.resize(img, (64, 64), interpolation=cv2.INTER_NEAREST))
+    m = evaluate(tiny_model_dir, tmp_path / "data", "widget", tmp_path / "out", progress=False, report=False)
+    dc = m["data_check"]
+    assert dc["warnings"] == []
+    assert dc["test_images"] == {"images": 13, "grey": 0, "colour": 13, "unknown": 0, "sizes": {"64x64": 13},
+                                 "other_sizes": 0}
+    assert dc["train_images"]["sizes"] == {"64x64": 2}
+
+
+def test_greyscale_and_other_sized_test_data_is_warned_about(tiny_model_dir, category, tmp_path, caplog, capsys):
+    cat = category / "widget"
+    for f in (cat / "test").rglob("*.png"):  # the test images become greyscale files; train/good stays colour
+        cv2.imwrite(str(f), cv2.imread(str(f), cv2.IMREAD_GRAYSCALE))
+    with caplog.at_level(logging.WARNING):
+        m = evaluate(tiny_model_dir, category, "widget", tmp_path / "out", progress=False)
+    warnings = m["data_check"]["warnings"]
+    assert len(warnings) == 2
+    assert warnings[0] == "13 of 13 test images are greyscale, but the category's train/good images are colour"
+    assert warnings[1].startswith("6 of 13 test images differ in size or aspect ratio") and "96x48 ×2" in warnings[1]
+    assert "train/good: 64x64" in warnings[1] and "model input 64x64" in warnings[1]
+    assert m["data_check"]["test_images"]["grey"] == 13
+    assert all(w in caplog.text for w in warnings)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "Data check: 13 of 13 test images are greyscale" in html
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["data_check"]["warnings"] == warnings
+    rc = main(["eval", "--model", str(tiny_model_dir), "--data", str(category), "--category", "widget",
+               "--out", str(tmp_path / "cli"), "--no-progress", "--no-report"])
+    assert rc == 0 and "data check: 13 of 13 test images are greyscale" in capsys.readouterr().out
+
+
+def test_goods_scoring_above_the_calibration_are_warned_about(tiny_model_dir, category, tmp_path):
+    from edge_inspect.manifest import ScoreStats
+
+    model = _copy_model(tiny_model_dir, tmp_path / "model")
+    m = load_manifest(model)
+    m.calibration.good_scores = ScoreStats(count=40, mean=0.0, std=0.001, min=0.0, max=0.002)  # goods score ~0.05
+    save_manifest(m, model)
+    r = evaluate(model, category, "widget", tmp_path / "out", progress=False, report=False)
+    assert any("above every good score the model was calibrated on (highest 0.002 of 40)" in w
+               for w in r["data_check"]["warnings"])
 
 
 def test_cli_prints_table_and_report_path(tiny_model_dir, category, tmp_path, capsys):

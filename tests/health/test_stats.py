@@ -76,3 +76,38 @@ def test_periodic_reporter(caplog):
     with caplog.at_level(logging.ERROR):
         assert bad.tick() is True  # the exception is logged, not raised
     assert "periodic report failed" in caplog.text
+
+
+def test_drop_watch_warns_over_the_share_then_stays_quiet_for_a_while(caplog):
+    import logging
+
+    from edge_inspect.health.stats import DropWatch
+
+    now = [0.0]
+    watch = DropWatch(0.1, min_frames=20, quiet_s=10.0, clock=lambda: now[0])
+    assert watch.observe(10, 9) is None  # fewer than 20 frames seen: no judgement yet
+    with caplog.at_level(logging.WARNING, logger="edge_inspect.health.stats"):
+        line = watch.observe(20, 30)  # 30 of 50 frames dropped
+    assert line and "30 of the last 50 frames were dropped (60 %" in line and caplog.records
+    assert watch.observe(40, 60) is None  # still bad, but said a moment ago
+    now[0] = 11.0
+    assert watch.observe(60, 90) is not None and watch.warnings == 2
+    assert watch.observe(100, 91) is None  # 1 of 41: fine
+    assert DropWatch(None).observe(0, 1000) is None  # switched off
+
+
+def test_linked_counters_are_read_from_their_owner_not_copied():
+    owner = {"dropped_gap": 3, "reconnects": 1}
+    s = PipelineStats()
+    s.link_counters(lambda: dict(owner))
+    s.incr("frames_in", 5)
+    owner["dropped_gap"] = 7
+    snap = s.snapshot()["counters"]
+    assert (snap["dropped_gap"], snap["reconnects"], snap["frames_in"]) == (7, 1, 5)
+    assert s.get("dropped_gap") == 7 and s.get("frames_in") == 5
+
+
+def test_release_free_memory_is_safe_to_call():
+    from edge_inspect.health.memory import release_free_memory
+
+    assert release_free_memory() in (True, False)

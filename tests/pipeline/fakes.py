@@ -1,4 +1,5 @@
-"""Fakes for pipeline tests: a scripted frame source, a recording publisher and notifier, a wrapping backend."""
+"""Fakes for pipeline tests: a scripted frame source, a recording publisher (a VerdictSink with its own
+heartbeat clock, like the real one) and notifier, a wrapping backend."""
 
 from __future__ import annotations
 
@@ -22,14 +23,17 @@ class ScriptedSource(FrameSource):
     count: frames before EndOfStream (None: endless). interval_s: pacing between frames.
     read_errors: {read_call_index: exception} raised instead of a frame (the frame is not consumed).
     open_failures: how many open() calls fail with CameraError before one succeeds.
+    reopen_failures: how many open() calls after the first successful one fail (a camera lost for a while).
     """
 
     def __init__(self, images, count: int | None = 10, seqs=None, interval_s: float = 0.0, read_errors=None,
-                 open_failures: int = 0, camera_id: str = "cam-test"):
+                 open_failures: int = 0, camera_id: str = "cam-test", reopen_failures: int = 0):
         self.images = images if isinstance(images, list) else [images]
         self.count, self.seqs, self.interval_s = count, seqs, interval_s
         self.read_errors = dict(read_errors or {})
         self.open_failures = open_failures
+        self.reopen_failures = reopen_failures
+        self.opened_once = False
         self.camera_id = camera_id
         self.opens = self.closes = self.reads = 0
         self.delivered: list[int] = []
@@ -43,7 +47,10 @@ class ScriptedSource(FrameSource):
         if self.open_failures > 0:
             self.open_failures -= 1
             raise CameraError("fake camera not reachable")
-        self.is_open = True
+        if self.opened_once and self.reopen_failures > 0:
+            self.reopen_failures -= 1
+            raise CameraError("fake camera not reachable")
+        self.is_open = self.opened_once = True
 
     def read(self, timeout: float = 1.0):
         assert self.is_open, "read() on a closed source"
@@ -52,7 +59,7 @@ class ScriptedSource(FrameSource):
         if call in self.read_errors:
             raise self.read_errors[call]
         if self.count is not None and self._next >= self.count:
-            raise EndOfStream()
+            raise EndOfStream(next_seq=self.seqs[-1] + 1 if self.seqs else self.count)
         if self.interval_s:
             time.sleep(self.interval_s)
         i = self._next
@@ -70,12 +77,21 @@ class ScriptedSource(FrameSource):
 
 
 class RecordingPublisher:
-    def __init__(self, publish_delay_s: float = 0.0):
+    """A VerdictSink that records verdicts and heartbeats. Like the real publisher it owns the heartbeat
+    clock: a thread asks the attached status provider every ``heartbeat_s`` (and at once on ``beat_soon``),
+    and ``close`` records a final beat with state "stopped". ``threads``: the threads that called publish."""
+
+    def __init__(self, publish_delay_s: float = 0.0, heartbeat_s: float = 0.05):
         self.verdicts = []
         self.heartbeats = []
         self.closed = False
         self.publish_delay_s = publish_delay_s
+        self.heartbeat_s = heartbeat_s
         self.threads = set()
+        self._provider = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._clock = None
 
     def publish(self, verdict) -> None:
         assert not self.closed, "publish after close"
@@ -84,14 +100,37 @@ class RecordingPublisher:
             time.sleep(self.publish_delay_s)
         self.verdicts.append(verdict)
 
-    def heartbeat(self, status: dict) -> None:
+    def attach_status(self, provider) -> None:
+        self._provider = provider
+        if self._clock is None:
+            self._clock = threading.Thread(target=self._beats, name="fake-publisher", daemon=True)
+            self._clock.start()
+
+    def beat_soon(self) -> None:
+        self._wake.set()
+
+    def _beat(self, final: bool = False) -> None:
         """Refuses what the real publisher refuses (non-JSON, NaN, a status the heartbeat schema rejects)."""
-        self.threads.add(threading.current_thread().name)
+        status = dict(self._provider())
+        if final:
+            status["state"] = "stopped"
         dumps_json(status)
         check_status(status)
         self.heartbeats.append(status)
 
+    def _beats(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.heartbeat_s)
+            self._wake.clear()
+            if not self._stop.is_set():
+                self._beat()
+
     def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._clock is not None:
+            self._clock.join(5)
+            self._beat(final=True)
         self.closed = True
 
 
@@ -110,6 +149,9 @@ class RecordingNotifier:
 
     def stopping(self):
         self.events.append("stopping")
+
+    def watchdog_interval_s(self):
+        return None
 
 
 class WrappedBackend(Backend):

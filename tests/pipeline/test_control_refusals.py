@@ -14,7 +14,7 @@ from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
 from edge_inspect.manifest import load_manifest
 from edge_inspect.pipeline.runner import Pipeline
 from edge_inspect.protocol.control import ControlClient, ControlServer
-from edge_inspect.protocol.messages import HeartbeatMsg, VerdictMsg
+from edge_inspect.protocol.messages import ControlRequest, HeartbeatMsg, VerdictMsg
 from edge_inspect.protocol.publisher import VerdictPublisher
 from edge_inspect.settings import Settings
 from tests.fixtures.tiny_model import make_tiny_model
@@ -148,3 +148,88 @@ def test_good_reload_after_refusals_is_in_force(station, tmp_path):
     wait_for(lambda: wire.verdicts[-1].threshold == 1e6)
     assert wire.verdicts[-1].result_state == "ok"
     wait_for(lambda: wire.heartbeats[-1].status["drift"]["threshold"] == 1e6)
+
+
+# ---- the control thread keeps answering while a reload loads; refusals are logged short and rarely ---------
+
+
+def test_control_answers_ping_and_status_while_a_reload_loads(tiny_model_dir, tmp_path):
+    """The control thread used to run the reload itself: nothing was answered for the 2 s of a model load."""
+    from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
+
+    gate = threading.Event()
+
+    def slow_factory(model_dir, manifest):  # the new model "loads" until the gate opens
+        gate.wait(10)
+        return OnnxRuntimeBackend(model_dir, manifest)
+
+    new = make_tiny_model(tmp_path / "new", threshold=1e6)
+    cfg = Settings(pipeline={"warmup_runs": 0}, camera={"read_timeout_s": 0.2},
+                   publisher={"bind": "tcp://127.0.0.1:*", "heartbeat_s": 0.05, "linger_ms": 0},
+                   control={"bind": "tcp://127.0.0.1:*"}, security={"curve": "off"})
+    pub = VerdictPublisher(cfg.publisher, cfg.security, camera_id="cam0")
+    p = Pipeline(ScriptedSource(grey(120, 200), count=None, interval_s=0.01, camera_id="cam0"),
+                 OnnxRuntimeBackend(tiny_model_dir, load_manifest(tiny_model_dir)), pub, cfg,
+                 backend_factory=slow_factory)
+    p.start()
+    ctl = ControlServer(cfg.control, cfg.security, target=p, publisher=pub).start()
+    reloader, asker = ControlClient(ctl.endpoint), ControlClient(ctl.endpoint)
+    try:
+        reloader.request_reply("ping")
+        # sent without waiting for the reply (a DEALER may have several requests out)
+        reloader._sock.send_multipart([b""] + ControlRequest(cmd="reload", args={"model_dir": str(new)}, id="r1").to_frames())
+        time.sleep(0.2)  # the reload is loading now
+        waits = []
+        for _ in range(10):
+            t = time.monotonic()
+            assert asker.request("ping", timeout_s=2.0)["pong"] is True
+            assert asker.request("status", timeout_s=2.0)["generation"] == 0
+            waits.append(time.monotonic() - t)
+        busy = asker.request_reply("reload", model_dir=str(new), timeout_s=2.0)
+        assert not busy.ok and "in progress" in busy.error
+        gate.set()
+        assert reloader._sock.poll(10_000)
+        reply = json.loads(reloader._sock.recv_multipart()[-1])
+        assert reply["ok"] and reply["id"] == "r1" and reply["result"]["generation"] == 1
+    finally:
+        gate.set()
+        reloader.close()
+        asker.close()
+        ctl.close()
+        p.stop(timeout=10)
+    assert max(waits) < 0.5, waits  # ping + status answered at once, not after the load
+
+
+def test_bad_requests_are_logged_short_and_rate_limited(caplog):
+    """Every bad request used to be logged at INFO in full: 1.8 MB of log in 65 s under abuse."""
+    import logging
+
+    from edge_inspect.protocol.settings import ControlSettings, SecuritySettings
+
+    server = ControlServer(ControlSettings(bind="tcp://127.0.0.1:*"), SecuritySettings(curve="off"), target=None)
+    garbage = b'{"cmd": "set_threshold", "image": "' + b"x" * 30_000 + b'"}'
+    with caplog.at_level(logging.INFO, logger="edge_inspect.protocol.control"):
+        for i in range(300):
+            reply = json.loads(server.handle(garbage if i % 2 else b"not json " * 500))
+            assert reply["ok"] is False
+    lines = [r.getMessage() for r in caplog.records if r.name == "edge_inspect.protocol.control"]
+    assert 1 <= len(lines) <= 6, len(lines)  # a burst, then silence within the window
+    assert all(len(line) < 400 and "\n" not in line for line in lines), [len(x) for x in lines]
+    assert server.errors == 300  # every one still counted and answered
+
+
+def test_rate_limited_log_says_how_many_it_left_out(caplog):
+    import logging
+
+    from edge_inspect.protocol.control import RateLimitedLog, cut
+
+    now = [0.0]
+    limited = RateLimitedLog(logging.getLogger("test.ratelimit"), burst=3, window_s=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="test.ratelimit"):
+        shown = [limited.log(logging.INFO, "refused %d", i) for i in range(10)]
+        now[0] = 11.0
+        limited.log(logging.INFO, "refused %d", 10)
+    assert shown == [True] * 3 + [False] * 7
+    assert [r.getMessage() for r in caplog.records][-2:] == [
+        "control: 7 more such line(s) in the last 11 s not logged", "refused 10"]
+    assert cut("a\nb  c" + "x" * 300, 20) == "a b c" + "x" * 15 + "… (+285 chars)"

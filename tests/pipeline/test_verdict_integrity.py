@@ -112,8 +112,8 @@ def test_heartbeats_go_out_even_when_status_holds_a_non_finite_number(tiny_model
     """A NaN (here from the camera's own figures) used to make every heartbeat fail: stuck at 'starting'."""
 
     class OddCamera(ScriptedSource):
-        def status(self):
-            return {"gain_db": float("nan"), "frames": self.reads}
+        def counters(self):  # the camera's own figures, carried in status()["camera"]["source"]
+            return {"gain_db": float("nan"), "frames_read": self.reads}
 
     pub = RecordingPublisher()  # refuses NaN like the real publisher
     p = Pipeline(OddCamera(OK_IMG, count=None, interval_s=0.01), backend(tiny_model_dir), pub, settings())
@@ -123,7 +123,7 @@ def test_heartbeats_go_out_even_when_status_holds_a_non_finite_number(tiny_model
     finally:
         p.stop(timeout=10)
     beat = next(h for h in pub.heartbeats if h["state"] == "running")
-    assert beat["camera"]["source"]["gain_db"] is None and beat["camera"]["source"]["frames"] > 0
+    assert beat["camera"]["source"]["gain_db"] is None and beat["camera"]["source"]["frames_read"] > 0
     assert any("non-finite" in r.getMessage() for r in caplog.records)
 
 

@@ -89,3 +89,67 @@ def test_listen_sigterm_prints_the_summary():
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert out.strip().splitlines()[-1].startswith("summary: received 0 live")
+
+
+def _wait_sent(pub: VerdictPublisher, msg_seq: int, timeout_s: float = 5.0) -> None:
+    """Until the sender thread has sent ``msg_seq`` (what the next heartbeat vouches for)."""
+    deadline = time.monotonic() + timeout_s
+    while pub._heartbeat_msg().last_msg_seq < msg_seq:
+        assert time.monotonic() < deadline, "the publisher did not send its queue"
+        time.sleep(0.01)
+
+
+def test_restarted_listen_resumes_from_its_state_file_and_reports_the_gap(tmp_path, capsys):
+    state = tmp_path / "listen.state"
+    with VerdictPublisher(pub_settings(), no_curve()) as pub, ControlServer(ctl_settings(), no_curve(), None, pub) as ctl:
+        argv = ["listen", "--connect", pub.endpoint, "--control", ctl.endpoint, "--state", str(state), "--timeout", "10"]
+        t = _publish_after_a_heartbeat(pub, ["ok", "ok", "ng"])
+        assert main(argv + ["--count", "3"]) == 0
+        t.join()
+        first = capsys.readouterr().out.splitlines()
+        assert first[-1].endswith(f"next: line1/cam0 msg_seq 3 of boot {pub.boot_id[:8]}")
+        for seq in range(3, 8):  # published while no listener runs
+            pub.publish(make_verdict(seq, "ng" if seq == 5 else "ok"))
+        _wait_sent(pub, 7)
+        assert main(argv + ["--count", "5", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    kinds = [r["event"] for r in records]
+    assert kinds[:2] == ["resume", "gap"] and kinds.count("verdict") == 5 and kinds[-1] == "summary"
+    assert (records[0]["resume_from"], records[0]["missed"]) == (3, 5)
+    assert records[1]["while_down"] and records[1]["recovered"] == 5
+    assert [r["msg_seq"] for r in records if r["event"] == "verdict"] == [3, 4, 5, 6, 7]
+    assert all(r["resynced"] for r in records if r["event"] == "verdict")
+    summary = records[-1]
+    assert (summary["resynced"], summary["missed_while_down"], summary["unrecovered"], summary["ng"]) == (5, 5, 0, 1)
+    assert summary["resume"] == [{"line_id": "line1", "camera_id": "cam0", "boot_id": pub.boot_id, "next_msg_seq": 8}]
+    saved = json.loads(state.read_text())["cameras"]
+    assert [(c["boot_id"], c["next_msg_seq"], c["last_seq"]) for c in saved] == [(pub.boot_id, 8, 7)]
+
+
+def test_listen_resume_from_fetches_from_that_msg_seq(capsys):
+    with VerdictPublisher(pub_settings(), no_curve()) as pub, ControlServer(ctl_settings(), no_curve(), None, pub) as ctl:
+        for seq in range(6):
+            pub.publish(make_verdict(seq))
+        _wait_sent(pub, 5)  # else the first heartbeat may say the station is behind msg_seq 4 (as it is)
+        code = main(["listen", "--connect", pub.endpoint, "--control", ctl.endpoint, "--resume-from", "4",
+                     "--count", "2", "--timeout", "10"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    assert out[0].startswith("RESUME  line1/cam0") and "2 missed while this listener was down" in out[0]
+    assert out[1].startswith("GAP     line1/cam0: missing msg_seq 4..5 (2) while this listener was down; resynced 2")
+    assert [line.split()[2] for line in out[2:4]] == ["seq=4", "seq=5"]
+    assert "missed while down 2" in out[-1] and out[-1].endswith("next: line1/cam0 msg_seq 6 of boot " + pub.boot_id[:8])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--resume-from", "3", "--connect", "tcp://127.0.0.1:8"], "one --connect"),
+    (["--resume-from", "-1"], "--resume-from must be >= 0"),
+    (["--state", "{tmp}/bad.state"], "not a listen state file"),
+    (["--state", "{tmp}/no/such/dir/listen.state"], "cannot write"),
+])
+def test_listen_resume_usage_errors_are_one_line(argv, message, tmp_path, capsys):
+    (tmp_path / "bad.state").write_text("{not json")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    code = main(["listen", "--connect", "tcp://127.0.0.1:9", "--timeout", "0.1", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

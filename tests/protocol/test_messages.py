@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from edge_inspect.protocol.messages import (
     format_time,
     parse_time,
 )
+from edge_inspect.verdict import Region
 from tests.protocol.helpers import make_verdict
 
 BOOT = str(uuid.uuid4())
@@ -228,3 +230,49 @@ def test_control_reply_round_trip():
     err = ControlReply(ok=False, cmd="trigger", error="camera gone", id=7)
     assert ControlReply.from_frames(err.to_frames()) == err
     assert math.isclose(json.loads(ok.to_frames()[0])["result"]["pong"], 1)
+
+
+def test_models_refuse_in_python_as_on_the_wire_with_one_line_naming_the_field():
+    # The constructor validates like the decoder, and raises ProtocolError, never a pydantic ValidationError.
+    for build, field in [
+        (lambda: HeartbeatMsg("line.1", "cam0", BOOT, format_time(0.0), 1.0, 1.0, 7), "body.line_id"),
+        (lambda: HeartbeatMsg("line1", "cam0", BOOT, format_time(0.0), -1.0, 1.0, 7), "body.uptime_s"),
+        (lambda: HeartbeatMsg("line1", "cam0", BOOT, "yesterday", 1.0, 1.0, 7), "body.time"),
+        (lambda: replace(_msg(), seq=True), "body.seq"),
+        (lambda: replace(_msg(), regions=[Region(1, 2, 3, 4, 5, float("nan"))]), "body.regions[0].peak"),
+        (lambda: replace(_msg(), result_state="ok", score=None), "body.score"),
+    ]:
+        with pytest.raises(ProtocolError, match=field.replace(".", r"\.").replace("[", r"\[")) as info:
+            build()
+        assert "\n" not in str(info.value) and "validation error" not in str(info.value)
+
+
+def test_messages_stay_dataclasses_the_publisher_can_copy_and_number():
+    msg = _msg(heatmap=True)
+    kept = replace(msg, heatmap=None)  # what the publisher stores in its history
+    assert kept.heatmap is None and kept.seq == msg.seq and json.loads(kept.to_frames()[1])["heatmap"] is None
+    kept.msg_seq = 99
+    assert VerdictMsg.from_frames(kept.to_frames()).msg_seq == 99
+    body = json.loads(msg.to_frames()[1])
+    assert list(body)[:2] == ["schema", "version"] and list(body)[-1] == "heatmap"  # the wire's key order
+
+
+def test_every_body_field_is_required_even_where_python_has_a_default():
+    for key in ("schema", "version", "heatmap", "part_id", "error"):
+        with pytest.raises(ProtocolError, match=rf"body\.{key}: missing"):
+            VerdictMsg.from_frames(_frames_with(lambda b, k=key: b.pop(k)))
+    frames = _heartbeat({}).to_frames()
+    body = json.loads(frames[1])
+    del body["publisher"]
+    with pytest.raises(ProtocolError, match=r"body\.publisher: missing"):
+        HeartbeatMsg.from_frames([frames[0], json.dumps(body).encode()])
+
+
+def test_control_reply_clips_a_long_error_and_refuses_a_silent_one():
+    long = ControlReply(ok=False, cmd="reload", error="x" * 10_000)
+    assert len(long.error) == 4096 and ControlReply.from_frames(long.to_frames()).error == long.error
+    with pytest.raises(ProtocolError, match=r"reply\.error: missing"):
+        ControlReply.from_frames([b'{"ok": false}'])
+    with pytest.raises(ProtocolError, match=r"reply\.ok"):
+        ControlReply.from_frames([b'{"ok": 1, "result": null}'])
+    assert ControlReply.from_frames([b'{"ok": true, "id": [1], "result": 3}']).id is None  # a bad id is ignored
