@@ -37,7 +37,8 @@ def collect(run: str, root: str, category: str):
     with torch.no_grad():
         for s in samples:
             img = load_image(s.path)
-            x = torch.from_numpy(preprocess(img, spec, channel_order="RGB")).contiguous(memory_format=torch.channels_last)
+            x = torch.from_numpy(preprocess(img, spec, channel_order="RGB"))
+            x = x.contiguous(memory_format=torch.channels_last)
             t1, s1, t2, s2 = model.features(x)
             d1, d2 = model.head.pair_maps(t1[:3], s1, t2, s2)  # (1,3,h4,w4) each: strides 4, 8, 16
             found = {}
@@ -79,7 +80,8 @@ def main(argv=None) -> int:
         cells = [f"{roc_auc_score(y, score):.3f}/{roc_auc_score(masks.ravel(), m.ravel()):.3f}"]
         for t in kinds:
             sel = (types == "good") | (types == t)
-            cells.append(f"{roc_auc_score(y[sel], score[sel]):.2f}/{roc_auc_score(masks[sel].ravel(), m[sel].ravel()):.2f}")
+            cells.append(f"{roc_auc_score(y[sel], score[sel]):.2f}/"
+                         f"{roc_auc_score(masks[sel].ravel(), m[sel].ravel()):.2f}")
         print(f"{name:<14} " + " ".join(f"{c:>11}" for c in cells))
     return 0
 

@@ -9,9 +9,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.config import PROFILES  # noqa: E402
-from trainer.flops import count_macs, count_params  # noqa: E402
-from trainer.model import RSTPM  # noqa: E402
+from trainer.config import PROFILES
+from trainer.flops import count_macs, count_params
+from trainer.model import RSTPM
 
 
 def profile_cost(name: str, size: int = 256) -> dict[str, tuple[float, float]]:

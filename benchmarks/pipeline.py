@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_inspect.cli.bench_cmd import parse_hw  # noqa: E402
-from edge_inspect.pipeline.bench import run_bench  # noqa: E402
+from edge_inspect.cli.bench_cmd import parse_hw
+from edge_inspect.pipeline.bench import run_bench
 
 
 def main(argv=None) -> int:
@@ -48,7 +48,8 @@ def main(argv=None) -> int:
         runs = []
         for i in range(args.repeat):
             result = run_bench(model_dir, frames=args.frames, backend=args.backend,
-                               image_hw=parse_hw(args.image_size), threads=args.threads, queue_size=args.queue_size, rounds=args.rounds)
+                               image_hw=parse_hw(args.image_size), threads=args.threads, queue_size=args.queue_size,
+                               rounds=args.rounds)
             print(f"--- run {i + 1}/{args.repeat}\n{result.table()}")
             runs.append({**asdict(result), "ratio": result.ratio})
     if args.json:

@@ -34,11 +34,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_inspect.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
-from edge_inspect.data.mvtec import MVTecCategory, load_image, load_mask  # noqa: E402
-from edge_inspect.evaluation import metrics as M  # noqa: E402
-from edge_inspect.manifest import load_manifest  # noqa: E402
-from edge_inspect.preprocess import preprocess  # noqa: E402
+from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
+from edge_inspect.data.mvtec import MVTecCategory, load_image, load_mask
+from edge_inspect.evaluation import metrics as M
+from edge_inspect.manifest import load_manifest
+from edge_inspect.preprocess import preprocess
 
 VARIANTS = {"stpm": "stpm_map", "pairs": "st_map", "rstpm": "rstpm_map", "disc": "disc_prob", "region": "region_map",
             "fused": "anomaly_map"}
@@ -136,7 +136,8 @@ def main(argv=None) -> int:
     # With st_exponent 0 the rstpm map is the discriminator's already: no separate row.
     fused = cfg.model.global_weight > 0 or cfg.model.region_weight > 0
     variants = ["stpm", "pairs", "rstpm"] + (["disc"] if cfg.model.st_exponent != 0.0 else [])
-    variants += (["region"] if scores["region"] else []) + (["global"] if scores["global"] else []) + (["fused"] if fused else [])
+    variants += ((["region"] if scores["region"] else []) + (["global"] if scores["global"] else [])
+                 + (["fused"] if fused else []))
     rows = table(scores, maps, labels, masks, types, variants)
     if cfg.model.st_exponent != 1.0:
         # The paper's final map (st × discriminator) from the same trained weights: only the head differs.
@@ -152,7 +153,8 @@ def main(argv=None) -> int:
               "n_test": int(len(labels)), "n_defect": int(labels.sum()), "ablation": rows}
     (out / "quality.json").write_text(json.dumps(result, indent=1))
     print(f"\n{args.category}: {len(labels)} test images ({int(labels.sum())} defective); "
-          f"training {f'{train_s:.0f} s' if train_s else 'reused'}; ORT latency median {np.median(latency):.1f} ms/image")
+          f"training {f'{train_s:.0f} s' if train_s else 'reused'}; "
+          f"ORT latency median {np.median(latency):.1f} ms/image")
     print(f"{'variant':<40} {'image AUROC':>11} {'pixel AUROC':>11} {'AUPRO@30%':>10}")
     e = cfg.model.st_exponent
     names = {"stpm": "STPM pair only", "pairs": "both student-teacher pairs",
@@ -166,7 +168,8 @@ def main(argv=None) -> int:
     print(" " * 77 + "image / pixel AUROC per defect type")
     print(" " * 77 + " ".join(f"{t[:11]:>11}" for t in kinds))
     for v, r in rows.items():
-        per_type = [f"{r['image_auroc_per_type'][t]:.2f}/" + (f"{r['pixel_auroc_per_type'][t]:.2f}" if t in r["pixel_auroc_per_type"] else "-")
+        per_type = [f"{r['image_auroc_per_type'][t]:.2f}/"
+                    + (f"{r['pixel_auroc_per_type'][t]:.2f}" if t in r["pixel_auroc_per_type"] else "-")
                     for t in kinds]
         print(f"{names[v]:<40} {cell(r['image_auroc'], 11)} {cell(r['pixel_auroc'], 11)} {cell(r['aupro_30'], 10)}  "
               + " ".join(f"{c:>11}" for c in per_type))

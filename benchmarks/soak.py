@@ -183,7 +183,7 @@ class Station:
             reconnect_max_s = 0.5
         """) + textwrap.dedent(self.config))
         env = {**os.environ, "EDGE_INSPECT_NO_DEFAULT_CONFIG": "1", "PYTHONPATH": str(REPO), **(self.env or {})}
-        stdout = open(self.stdout_path, "w") if self.stdout_path else subprocess.PIPE  # noqa: SIM115
+        stdout = open(self.stdout_path, "w") if self.stdout_path else subprocess.PIPE  # closed once Popen has it
         self.proc = subprocess.Popen(
             [*EDGE_INSPECT, "run", "--config", str(cfg), "--camera", self.camera, "--model", str(self.model_dir),
              *self.args], cwd=REPO, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
@@ -199,6 +199,8 @@ class Station:
             return c.request_reply(cmd, timeout_s=timeout_s, **kw)
 
     def wait_running(self, timeout_s: float = 30.0) -> dict:
+        from edge_inspect.errors import ProtocolError
+
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -208,7 +210,7 @@ class Station:
                 r = self.control("status", timeout_s=0.5)
                 if r.ok and r.result.get("state") == "running":
                     return r.result
-            except Exception:  # noqa: BLE001 - not up yet
+            except ProtocolError:  # no reply: not up yet
                 time.sleep(0.05)
         raise AssertionError("station not running within the timeout")
 
@@ -352,7 +354,8 @@ def main(argv=None) -> int:
     print(f"  RSS KiB: first sample {rss['first']}, after warm-up {rss['start']}, end {rss['end']}, max {rss['max']}")
     print("  latency per window (capture→decision ms; e2e = capture→subscriber):")
     for w in r["latency_windows"]:
-        print(f"    frames {w['frames']:>12}: p50 {w['p50_ms']:7.2f}  p99 {w['p99_ms']:7.2f}  e2e p99 {w['e2e_p99_ms']}")
+        print(f"    frames {w['frames']:>12}: p50 {w['p50_ms']:7.2f}  p99 {w['p99_ms']:7.2f}  "
+              f"e2e p99 {w['e2e_p99_ms']}")
     print(f"  p99 max/min over windows: {r['p99_spread']}; traceback in stderr: {r['has_traceback']}")
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2))

@@ -179,7 +179,8 @@ class Calibration(_Strict):
     threshold_model: ThresholdModel | None = None
     score_lower_bound: float | None = None  # the least score the graphs can give (0 for a map maximum); None: unbounded
     map_lower_bound: float | None = None  # the same for anomaly-map pixels
-    escape_rate: float | None = Field(default=None, ge=0, le=1)  # share of the calibration defects passed at image_threshold
+    # share of the calibration defects passed at image_threshold
+    escape_rate: float | None = Field(default=None, ge=0, le=1)
     escape_interval: tuple[float, float] | None = None  # its Wilson interval at threshold_model.confidence (or 0.9)
     defects_source: str | None = None
 

@@ -189,7 +189,8 @@ def _origin(loc: list[str], layers: list[tuple[str, dict[str, Any]]]) -> str:
         if node is None:
             continue
         if where == "env" or where.startswith("secrets dir"):
-            name = ENV_PREFIX + NESTED_DELIMITER.join(loc).upper() + (NESTED_DELIMITER + "*" if isinstance(node, dict) else "")
+            name = (ENV_PREFIX + NESTED_DELIMITER.join(loc).upper()
+                    + (NESTED_DELIMITER + "*" if isinstance(node, dict) else ""))
             where = f"env {name}" if where == "env" else f"{where[len('secrets dir '):]}/{name}"
         if not isinstance(node, dict):
             return where

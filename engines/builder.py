@@ -113,7 +113,7 @@ def parser_errors(parser) -> list[str]:
                 if callable(value) and value():
                     where += f" {value()}"
             messages.append(f"{desc} ({where}; {code})")
-        except Exception:  # older bindings: the error object still prints itself
+        except Exception:  # noqa: BLE001 - older bindings lack these or raise their own: the error still prints itself
             messages.append(str(err))
     return messages
 
@@ -181,7 +181,8 @@ def build_engine(onnx_path: Path, engine_path: Path, options: BuildOptions, timi
         if builder.num_DLA_cores == 0:
             raise EngineError("--dla-core given but this device has no DLA (TensorRT reports 0 DLA cores)")
         if options.dla_core >= builder.num_DLA_cores:
-            raise ConfigError(f"--dla-core {options.dla_core}: this device has DLA cores 0..{builder.num_DLA_cores - 1}")
+            raise ConfigError(f"--dla-core {options.dla_core}: "
+                              f"this device has DLA cores 0..{builder.num_DLA_cores - 1}")
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = options.dla_core
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)  # layers the DLA cannot run go to the GPU

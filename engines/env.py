@@ -44,7 +44,7 @@ def probe(refresh: bool = False) -> BuildEnvironment:
         import onnxruntime as ort
 
         ort_version, providers = ort.__version__, tuple(ort.get_available_providers())
-    except Exception:  # ImportError or a broken install: both mean "cannot verify"
+    except Exception:  # noqa: BLE001 - ImportError or a broken install (missing library, ABI): both "cannot verify"
         ort_version, providers = None, ()
     return BuildEnvironment(device, ort_version, providers, _nvidia_smi())
 

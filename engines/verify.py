@@ -166,7 +166,8 @@ def judge(record: EngineRecord, comparisons: list[Comparison]) -> tuple[EngineRe
     failures = []
     worst: dict[str, Comparison] = {}
     for c in comparisons:
-        if c.output not in worst or c.max_abs_error - c.allowed > worst[c.output].max_abs_error - worst[c.output].allowed:
+        if (c.output not in worst
+                or c.max_abs_error - c.allowed > worst[c.output].max_abs_error - worst[c.output].allowed):
             worst[c.output] = c
     for c in worst.values():
         if not c.ok:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_inspect.camera.synthetic import true_class  # noqa: E402
+from edge_inspect.camera.synthetic import true_class
 
 
 def confusion(records, seed: int, defect_rate: float) -> tuple[Counter, Counter]:
@@ -40,7 +40,8 @@ def confusion(records, seed: int, defect_rate: float) -> tuple[Counter, Counter]
 def _line(r: dict, truth: str) -> str:
     score = "-" if r.get("score") is None else f"{r['score']:.3f}"
     mark = "" if r["result_state"] == "unknown" or (r["result_state"] == "ng") == (truth != "good") else "   <-- wrong"
-    return f"  seq={r['seq']:<5} {r['result_state'].upper():<7} score={score:<9} threshold={r['threshold']:.3f}  truth={truth}{mark}"
+    return (f"  seq={r['seq']:<5} {r['result_state'].upper():<7} score={score:<9} "
+            f"threshold={r['threshold']:.3f}  truth={truth}{mark}")
 
 
 def main() -> int:
@@ -48,7 +49,8 @@ def main() -> int:
     ap.add_argument("verdicts", help="JSON lines from 'edge-inspect listen --json'")
     ap.add_argument("--seed", type=int, required=True, help="the synthetic:// URI's seed")
     ap.add_argument("--defect-rate", type=float, required=True, help="the synthetic:// URI's defect_rate")
-    ap.add_argument("--show", type=int, default=0, metavar="N", help="also print the first and last N verdicts with their truth")
+    ap.add_argument("--show", type=int, default=0, metavar="N",
+                    help="also print the first and last N verdicts with their truth")
     args = ap.parse_args()
     records = []
     for line in Path(args.verdicts).read_text().splitlines():
@@ -76,7 +78,8 @@ def main() -> int:
     types = sorted({t for t, _ in per_type})
     if types:
         print("  per type:      " + ", ".join(
-            f"{t} {per_type[(t, 'defect_caught')]}/{per_type[(t, 'defect_caught')] + per_type[(t, 'defect_escaped')]} caught"
+            f"{t} {per_type[(t, 'defect_caught')]}/"
+            f"{per_type[(t, 'defect_caught')] + per_type[(t, 'defect_escaped')]} caught"
             for t in types))
     print(f"  unknown:       {c['unknown']:4d}")
     return 0

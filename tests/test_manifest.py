@@ -69,14 +69,17 @@ def test_graph_files_must_stay_inside_the_model_folder(tiny_model_dir, tmp_path,
     ("norm_max", "-5", "norm_max (-5.0) must be greater than norm_min"),
     ("map_norm_span", "0", "map_norm_span must be > 0"),
 ])
-def test_non_finite_or_inconsistent_deciding_numbers_are_refused_at_load(tiny_model_dir, tmp_path, field, value, message):
+def test_non_finite_or_inconsistent_deciding_numbers_are_refused_at_load(tiny_model_dir, tmp_path, field, value,
+                                                                          message):
     d = _copy(tiny_model_dir, tmp_path)
     text = (d / "manifest.json").read_text()
     raw = json.loads(text)
     old = json.dumps(raw["calibration"][field]) if field in raw["calibration"] else None
     raw["calibration"][field] = "__X__"
-    (d / "manifest.json").write_text(json.dumps(raw).replace('"__X__"', value))  # raw JSON tokens, as a user writes them
-    with pytest.raises(ManifestError, match=rf"{d}/manifest.json: invalid field 'calibration': {message}".replace("(", r"\(").replace(")", r"\)")):
+    # raw JSON tokens, as a user writes them
+    (d / "manifest.json").write_text(json.dumps(raw).replace('"__X__"', value))
+    expected = rf"{d}/manifest.json: invalid field 'calibration': {message}".replace("(", r"\(").replace(")", r"\)")
+    with pytest.raises(ManifestError, match=expected):
         load_manifest(d)
     assert old is not None or field == "map_norm_span"
 
@@ -85,7 +88,8 @@ def test_schema_2_folders_still_load_without_the_schema_3_fields(tiny_model_dir,
     d = _copy(tiny_model_dir, tmp_path)
     raw = json.loads((d / "manifest.json").read_text())
     raw["schema_version"] = 2
-    for key in ("threshold_model", "score_lower_bound", "map_lower_bound", "escape_rate", "escape_interval", "defects_source"):
+    for key in ("threshold_model", "score_lower_bound", "map_lower_bound", "escape_rate", "escape_interval",
+                "defects_source"):
         raw["calibration"].pop(key, None)
     raw.pop("score_fusion", None)
     (d / "manifest.json").write_text(json.dumps(raw))

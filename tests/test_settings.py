@@ -21,7 +21,8 @@ def test_toml_env_and_cli_priority(tmp_path, monkeypatch):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[camera]\nuri = "dir://a"\ncamera_id = "toml"\n[pipeline]\nmode = "lossless"\nqueue_size = 7\n')
     s = load_settings(cfg)
-    assert (s.camera.uri, s.camera.camera_id, s.pipeline.mode, s.pipeline.queue_size) == ("dir://a", "toml", "lossless", 7)
+    assert ((s.camera.uri, s.camera.camera_id, s.pipeline.mode, s.pipeline.queue_size)
+            == ("dir://a", "toml", "lossless", 7))
     monkeypatch.setenv("EDGE_INSPECT_CAMERA__CAMERA_ID", "env")
     s = load_settings(cfg)
     assert s.camera.camera_id == "env"  # env beats the TOML file
@@ -110,7 +111,8 @@ def test_no_state_between_calls_and_settings_alone_reads_nothing(tmp_path, monke
     assert (s.pipeline.mode, s.pipeline.queue_size) == (default_mode, 9)  # nothing of a.toml is left over
     assert load_settings().pipeline.queue_size == 4
     monkeypatch.setenv("EDGE_INSPECT_PIPELINE__MODE", "lossless")
-    assert Settings().pipeline.mode == default_mode  # the model validates what it is given; load_settings reads the world
+    # the model validates what it is given; load_settings reads the world
+    assert Settings().pipeline.mode == default_mode
     assert Settings(pipeline={"queue_size": 2}).pipeline.queue_size == 2
 
 

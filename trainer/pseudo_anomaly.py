@@ -118,7 +118,7 @@ def _skimage_photos() -> tuple[np.ndarray, ...]:
     for name in SKIMAGE_TEXTURES:
         try:
             img = np.asarray(getattr(skdata, name)())
-        except Exception as exc:  # a photo needing a download (pooch) or missing in this version
+        except Exception as exc:  # noqa: BLE001 - a photo needing a download (pooch, network) or absent in this version
             log.debug("skimage.data.%s unavailable: %s", name, exc)
             continue
         if img.dtype != np.uint8:

@@ -100,7 +100,8 @@ def _save(path: Path, state: dict) -> None:
     tmp.replace(path)
 
 
-def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str | Path, resume: bool = True, progress: bool = True) -> Path:
+def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str | Path, resume: bool = True,
+          progress: bool = True) -> Path:
     """Train RSTPM on ``data_root/category/train/good`` and write ``out_dir/model.pt``; returns its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,10 +113,12 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
     amp = device.type == "cuda"
 
     cat = MVTecCategory(data_root, category)
-    train_samples, holdout = split_train_holdout(cat.train_samples(), cfg.holdout_fraction, cfg.max_train_images, cfg.seed)
+    train_samples, holdout = split_train_holdout(cat.train_samples(), cfg.holdout_fraction, cfg.max_train_images,
+                                                 cfg.seed)
     log.info("training on %d good images, %d held out for calibration", len(train_samples), len(holdout))
     spec = input_spec(cfg)
-    rgb = load_rgb_stack(train_samples, cfg.image_size, progress=(lambda it: _progress(it, desc="loading images")) if show else None)
+    rgb = load_rgb_stack(train_samples, cfg.image_size,
+                         progress=(lambda it: _progress(it, desc="loading images")) if show else None)
     images = to_input(rgb, spec)
 
     # channels_last: measured 4-7x faster convolutions (depthwise above all) on CPU than NCHW.
@@ -127,7 +130,8 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
         opt1 = torch.optim.Adam(students.parameters(), lr=cfg.lr1, weight_decay=cfg.weight_decay1)
     opt2 = torch.optim.Adam(model.head.parameters(), lr=cfg.lr2) if cfg.model.use_discriminator else None
     sched2 = (
-        torch.optim.lr_scheduler.MultiStepLR(opt2, [int(cfg.epochs2 * 0.8), int(cfg.epochs2 * 0.9)], gamma=0.2) if opt2 else None
+        torch.optim.lr_scheduler.MultiStepLR(opt2, [int(cfg.epochs2 * 0.8), int(cfg.epochs2 * 0.9)], gamma=0.2)
+        if opt2 else None
     )
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
@@ -174,7 +178,8 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
             group["lr"] = cfg.lr1 * 0.5 * (1 + math.cos(math.pi * state["epoch"] / cfg.epochs1))
         order = rng.permutation(len(images))[rank::world]
         losses = []
-        bar = _progress(range(0, len(order), cfg.batch_size1), desc=f"stage 1 epoch {state['epoch'] + 1}/{cfg.epochs1}", disable=not show, leave=False)
+        bar = _progress(range(0, len(order), cfg.batch_size1), desc=f"stage 1 epoch {state['epoch'] + 1}/{cfg.epochs1}",
+                        disable=not show, leave=False)
         for i in bar:
             idx = torch.from_numpy(order[i : i + cfg.batch_size1])
             if len(idx) < 2:
@@ -216,7 +221,8 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
         gen = PseudoAnomalyGenerator(
             cfg.textures_dir, clean_fraction=cfg.clean_fraction, self_fraction=cfg.self_fraction, seed=cfg.seed + 1
         )
-        maps, targets = _anomaly_pool(model, rgb, gen, spec, device, int(len(rgb) * cfg.pool_factor), cfg.batch_size2, rng, show)
+        maps, targets = _anomaly_pool(model, rgb, gen, spec, device, int(len(rgb) * cfg.pool_factor), cfg.batch_size2,
+                                      rng, show)
         head = model.head
         disc = torch.nn.parallel.DistributedDataParallel(head.disc) if world > 1 else head.disc
         bar = _progress(range(state["epoch"], cfg.epochs2), desc="stage 2 (discriminator)", unit="epoch",
@@ -311,7 +317,8 @@ def set_score_stats(model: RSTPM, cfg: TrainConfig, holdout: list[Path], train_i
         bar = (lambda it: _progress(it, desc="loading held-out goods", leave=False)) if show else None
         images = to_input(load_rgb_stack(holdout, cfg.image_size, progress=bar), input_spec(cfg))
     elif train_images is not None:
-        log.warning("no held-out good images: score statistics come from training images (the Gaussians will over-weigh)")
+        log.warning("no held-out good images: score statistics come from training images "
+                    "(the Gaussians will over-weigh)")
         images = train_images
     else:
         raise DataError("score statistics need held-out good images, and this run has none")
@@ -399,7 +406,10 @@ def cross_fitted(head, rstpm: torch.Tensor, region: torch.Tensor, glob: torch.Te
 
 @torch.no_grad()
 def _anomaly_pool(model: RSTPM, rgb: np.ndarray, gen, spec, device, n: int, batch: int, rng, show: bool):
-    """Generate ``n`` pseudo-anomalous samples once; return the discriminator inputs (n,C,h4,w4) and soft targets (n,1,h4,w4)."""
+    """Generate ``n`` pseudo-anomalous samples once.
+
+    Returns the discriminator inputs (n,C,h4,w4) and soft targets (n,1,h4,w4).
+    """
     model.eval()
     maps, targets = [], []
     picks = rng.integers(0, len(rgb), size=n)
@@ -433,7 +443,8 @@ def load_trained(run_or_file: str | Path, map_location="cpu") -> tuple[RSTPM, Tr
     except RuntimeError as exc:  # a tensor of the wrong shape
         raise DataError(f"{path}: weights do not match the model its config describes ({exc})") from exc
     if unexpected or any(k not in _GLOBAL_BUFFERS for k in missing):
-        raise DataError(f"{path}: weights do not match the model its config describes (missing {missing}, unexpected {unexpected})")
+        raise DataError(f"{path}: weights do not match the model its config describes "
+                        f"(missing {missing}, unexpected {unexpected})")
     return model.eval(), cfg, ckpt
 
 

@@ -19,11 +19,7 @@ from ..errors import BackendError, InputShapeError
 from ..manifest import Manifest
 from .base import Backend, check_inputs
 from .tensorrt_runner import EngineFile, TensorRTRunner
-from .trt_probe import TrtEnvironment, build_hint, check_runnable, engine_for_graph, usable
-
-# TrtEnvironment and usable: their old import location, kept for callers outside this package
-# (tests/reliability/test_faults.py); new code imports them from .trt_probe.
-__all__ = ["TensorRTBackend", "TrtEnvironment", "usable"]
+from .trt_probe import build_hint, check_runnable, engine_for_graph
 
 log = logging.getLogger(__name__)
 

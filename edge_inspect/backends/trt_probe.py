@@ -76,7 +76,7 @@ def _probe() -> TrtEnvironment:
         import tensorrt as trt
 
         trt_version = str(trt.__version__)
-    except Exception as exc:  # ImportError, or OSError when libnvinfer is absent
+    except Exception as exc:  # noqa: BLE001 - ImportError, OSError (no libnvinfer) or a broken wheel's own error
         missing.append(f"the Python module 'tensorrt' is not importable ({first_line(exc)}); "
                        "it comes with JetPack 6 (TensorRT 10) or NVIDIA's tensorrt wheels")
         missing_packages = True
@@ -94,9 +94,9 @@ def _probe() -> TrtEnvironment:
                 gpu = str(dev.name())
                 major, minor = dev.compute_capability()
                 cc = f"{major}.{minor}"
-        except Exception as exc:  # pycuda raises its own error types when there is no driver/device
+        except Exception as exc:  # noqa: BLE001 - pycuda raises its own error types when there is no driver/device
             missing.append(f"no CUDA device or driver ({first_line(exc)})")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a pycuda built for another CUDA fails in many ways: a reason, not a crash
         missing.append(f"the Python module 'pycuda' is not importable ({first_line(exc)}); "
                        "install it with: pip install 'edge-inspect[jetson]'")
         missing_packages = True
@@ -122,7 +122,7 @@ def _probe_gpu_without_pycuda() -> tuple[str | None, str | None]:
         name = props.name
         name = name.decode(errors="replace").rstrip("\x00") if isinstance(name, bytes) else str(name)
         return name, f"{props.major}.{props.minor}"
-    except Exception:  # no cuda-python, no driver: nothing more to say
+    except Exception:  # noqa: BLE001 - no cuda-python, no driver, another bindings layout: nothing more to say
         return None, None
 
 

@@ -89,7 +89,7 @@ def _release(objects: list, stop: bool, name: str) -> None:
     if stop:
         try:
             objects[0].stop_acquisition()
-        except Exception:  # noqa: BLE001 - the camera may already be gone
+        except Exception:  # the camera may already be gone (logged with its traceback)
             log.debug("%s: stop_acquisition failed", name, exc_info=True)
     objects.clear()  # the last references: the stream and device are finalised here, not in the caller
 
@@ -207,8 +207,10 @@ class GigESource(FrameSource):
             raise ConfigError(f"{self.name}: camera delivers {self._format}, which edge-inspect cannot convert; "
                               f"set pixel_format to one of {', '.join(SUPPORTED_PIXEL_FORMATS)}")
         _, _, w, h = cam.get_region()
-        self.nominal_fps = cam.get_frame_rate() if self.trigger_mode == "free" and cam.is_frame_rate_available() else None
-        self.info = {"model": f"{cam.get_vendor_name()} {cam.get_model_name()}", "serial": cam.get_device_serial_number(),
+        free_run = self.trigger_mode == "free" and cam.is_frame_rate_available()
+        self.nominal_fps = cam.get_frame_rate() if free_run else None
+        self.info = {"model": f"{cam.get_vendor_name()} {cam.get_model_name()}",
+                     "serial": cam.get_device_serial_number(),
                      "resolution": (w, h), "pixel_format": self._format, "fps": self.nominal_fps}
 
     def _on_control_lost(self, _device) -> None:

@@ -71,7 +71,8 @@ def csi_pipeline(sensor_id: int, width: int, height: int, fps: float, flip: int 
     """nvarguscamerasrc → BGR appsink, for OpenCV's CAP_GSTREAMER."""
     return (f"nvarguscamerasrc sensor-id={sensor_id} ! "
             f"video/x-raw(memory:NVMM),width={width},height={height},framerate={round(fps)}/1,format=NV12 ! "
-            f"nvvidconv flip-method={flip} ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! {_APPSINK}")
+            f"nvvidconv flip-method={flip} ! video/x-raw,format=BGRx ! "
+            f"videoconvert ! video/x-raw,format=BGR ! {_APPSINK}")
 
 
 def rtsp_pipeline(url: str, codec: str = "h264", latency_ms: int = 0, hardware: bool = True,
@@ -188,7 +189,8 @@ class OpenCVSource(FrameSource):
                                      hardware=is_jetson(), transport=q.get("transport"),
                                      open_timeout_s=settings.open_timeout_s)
             label = "GStreamer nvv4l2decoder" if is_jetson() else "GStreamer software decoding"
-            return cls(pipeline, cv2.CAP_GSTREAMER, backend_label=label, address=rtsp_address(parsed.location), **common)
+            return cls(pipeline, cv2.CAP_GSTREAMER, backend_label=label, address=rtsp_address(parsed.location),
+                       **common)
         if not caps["ffmpeg"]:
             raise DependencyError(f"camera URI '{parsed.safe}': rtsp:// needs OpenCV with FFmpeg or GStreamer; "
                                   f"this OpenCV {caps['version']} has neither")
@@ -360,7 +362,7 @@ class OpenCVSource(FrameSource):
             if cap is not None:
                 try:
                     cap.release()
-                except Exception:  # noqa: BLE001 - releasing a broken capture: nothing left to do
+                except Exception:  # releasing a broken capture: nothing left to do but log it
                     log.debug("%s: release failed", self.name, exc_info=True)
             cap = None  # the capture object dies here, in the thread that made it
             opened.set()  # only now may open() report a failure (and its caller exit)

@@ -309,7 +309,7 @@ class ReconnectingSource(FrameSource):
             self._raw_open = False
             try:
                 self.raw.close()
-            except Exception:  # noqa: BLE001 - closing a dead camera may fail; it is closed for us
+            except Exception:  # closing a dead camera may fail; it is closed for us
                 log.debug("camera %s: close failed", self.camera_id, exc_info=True)
 
     def _check_stall(self, now: float) -> None:

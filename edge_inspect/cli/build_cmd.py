@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from edge_inspect.manifest import load_manifest
 
     load_manifest(args.model)  # a broken model folder is reported before the device is probed
-    from engines.cache import BuildOptions  # noqa: I001 - the converter package, imported on demand
+    from engines.cache import BuildOptions  # the converter package, imported on demand
     from engines.env import require_build_environment
 
     options = BuildOptions(

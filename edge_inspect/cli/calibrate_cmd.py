@@ -28,17 +28,21 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", required=True, metavar="MODEL_DIR", help="exported model folder")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--goods", metavar="DIR", help="folder of good-part images (a good/ subfolder is used when present)")
+    src.add_argument("--goods", metavar="DIR",
+                     help="folder of good-part images (a good/ subfolder is used when present)")
     src.add_argument("--camera", metavar="URI", help="teach from the camera: take --frames frames of good parts")
     p.add_argument("--frames", type=int, default=100, metavar="N", help="frames to take with --camera (default 100)")
-    p.add_argument("--yes", action="store_true", help="with --camera: confirm without asking that every part shown was good")
+    p.add_argument("--yes", action="store_true",
+                   help="with --camera: confirm without asking that every part shown was good")
     p.add_argument("--save-frames", metavar="DIR", help="with --camera: also save the taught frames as PNG files")
-    p.add_argument("--defects", metavar="DIR", help="labelled defective images (good/ under it is left out): adds the escape rate")
+    p.add_argument("--defects", metavar="DIR",
+                   help="labelled defective images (good/ under it is left out): adds the escape rate")
     p.add_argument("--target-frr", type=float, default=0.005, metavar="RATE",
                    help="false-reject rate of good parts to set the threshold for (default 0.005 = 0.5 %%)")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], default="auto", help="inference backend")
     p.add_argument("--dry-run", action="store_true", help="print the new calibration, write nothing")
-    p.add_argument("--control", metavar="ENDPOINT", help="after writing, send 'reload' to the station's control channel")
+    p.add_argument("--control", metavar="ENDPOINT",
+                   help="after writing, send 'reload' to the station's control channel")
     p.set_defaults(func=run)
 
 
@@ -115,7 +119,8 @@ def _teach(args, backend, manifest):
                 try:
                     frame = source.read(timeout=2.0)
                 except Exception as exc:  # EndOfStream or a camera fault: say how far it got
-                    raise CameraError(f"{args.camera}: stopped after {len(images)} of {args.frames} frames: {exc}") from exc
+                    raise CameraError(f"{args.camera}: stopped after {len(images)} of {args.frames} frames: "
+                                      f"{exc}") from exc
             images.append(frame.image)
     finally:
         source.close()
@@ -150,4 +155,5 @@ def _reload(endpoint: str, model_dir: str) -> None:
     with ControlClient(endpoint) as client:
         result = client.request("reload", timeout_s=30.0, model_dir=str(Path(model_dir).resolve()))
     threshold = result.get("threshold", {}).get("image") if isinstance(result, dict) else None
-    print(f"station at {endpoint} reloaded" + (f": image threshold {threshold:.6g} in force" if threshold is not None else ""))
+    in_force = f": image threshold {threshold:.6g} in force" if threshold is not None else ""
+    print(f"station at {endpoint} reloaded" + in_force)

@@ -122,7 +122,7 @@ def _probe(source, n_frames: int, timeout: float) -> dict:
         finally:
             try:
                 source.close()
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - closing after a driver fault may fail too; the first error is reported
                 pass
             done.set()
 

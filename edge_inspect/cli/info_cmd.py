@@ -59,7 +59,8 @@ def format_manifest(m, model_dir) -> str:
     ]
     if cal.defect_scores is not None:
         ds = cal.defect_scores
-        lines.append(f"defect scores: n={ds.count} mean {ds.mean:.4g} std {ds.std:.4g} min {ds.min:.4g} max {ds.max:.4g}")
+        lines.append(f"defect scores: n={ds.count} mean {ds.mean:.4g} std {ds.std:.4g} "
+                     f"min {ds.min:.4g} max {ds.max:.4g}")
     from ..evaluation.recalibrate import HISTORY_DIR, describe
 
     lines += ["calibration:", *("  " + line for line in describe(cal).splitlines())]

@@ -53,7 +53,8 @@ def register(subparsers) -> None:
                    help="image-score threshold (default: the manifest's); finite, not below the model's lower bound")
     p.add_argument("--bind", metavar="ENDPOINT", help="verdict PUB socket, e.g. tcp://127.0.0.1:5555")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames taken from the camera")
-    p.add_argument("--heatmap", action="store_true", default=None, help="publish the anomaly heat-map with each verdict")
+    p.add_argument("--heatmap", action="store_true", default=None,
+                   help="publish the anomaly heat-map with each verdict")
     p.add_argument("--camera-id", metavar="ID", help="camera id carried in every verdict")
     control = p.add_mutually_exclusive_group()
     control.add_argument("--control", metavar="ENDPOINT",
@@ -244,7 +245,8 @@ def format_summary(summary: dict) -> str:
         lines.append(f"NOT PUBLISHED: {c['publish_errors']} verdict(s) the publisher refused (publish errors)")
     lines += [
         f"frames taken: {c['frames_in']}; dropped: {c['dropped_queue']} (queue, free-run), "
-        f"{c['dropped_gap']} (camera sequence gaps); errors {c['errors']}, publish errors {c.get('publish_errors', 0)}, "
+        f"{c['dropped_gap']} (camera sequence gaps); errors {c['errors']}, "
+        f"publish errors {c.get('publish_errors', 0)}, "
         f"timeouts {c['timeouts']}, camera errors {c['camera_errors']}",
         f"throughput: {summary['fps']:.1f} frames/s over {summary['duration_s']:.1f} s",
     ]

@@ -32,7 +32,8 @@ def register(sub) -> None:
     p.add_argument("--data", metavar="DIR", help="data root holding <category>/train/good (MVTec AD layout); required")
     p.add_argument("--category", help="category folder under --data; required")
     p.add_argument("--out", metavar="RUN", help="run folder (checkpoints, model.pt, history.json); required")
-    p.add_argument("--profile", default="edge", metavar="NAME", help="edge (EfficientNet-Lite, offline) or paper (ResNet18+ResNet50)")
+    p.add_argument("--profile", default="edge", metavar="NAME",
+                   help="edge (EfficientNet-Lite, offline) or paper (ResNet18+ResNet50)")
     p.add_argument("--list-settings", action="store_true",
                    help="print every --set key with its type, default under --profile and description, then exit")
     p.add_argument("--epochs1", type=int, metavar="N", help="stage 1 epochs (students)")
@@ -42,7 +43,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, dest="batch_size1", metavar="N",
                    help="stage 1 batch size (stage 2: --set batch_size2=N)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--textures", dest="textures_dir", metavar="DIR", help="folder of texture images for pseudo-anomalies (e.g. DTD)")
+    p.add_argument("--textures", dest="textures_dir", metavar="DIR",
+                   help="folder of texture images for pseudo-anomalies (e.g. DTD)")
     p.add_argument("--teacher1", metavar="BACKBONE", help="teacher of pair 1 (names: --list-settings)")
     p.add_argument("--teacher2", metavar="BACKBONE", help="teacher of pair 2")
     p.add_argument("--teacher1-weights", metavar="FILE", help="local ImageNet weights file for a ResNet teacher 1")
@@ -79,8 +81,9 @@ def run(args) -> int:
     missing = [flag for flag in ("--data", "--category", "--out") if getattr(args, flag[2:]) is None]
     if missing:
         raise ConfigError(f"train needs {', '.join(missing)} (or --list-settings to see the training settings)")
-    over = {k: getattr(args, k) for k in ("epochs1", "epochs2", "max_train_images", "image_size", "batch_size1", "device",
-                                          "textures_dir", "teacher1", "teacher2", "teacher1_weights", "teacher2_weights", "seed")}
+    over = {k: getattr(args, k) for k in ("epochs1", "epochs2", "max_train_images", "image_size", "batch_size1",
+                                          "device", "textures_dir", "teacher1", "teacher2", "teacher1_weights",
+                                          "teacher2_weights", "seed")}
     if args.no_discriminator:
         over["use_discriminator"] = False
     if args.no_pair2:

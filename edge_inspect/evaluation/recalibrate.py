@@ -97,7 +97,8 @@ def describe(cal: Calibration) -> str:
     else:
         pct = 100 * tm.confidence
         lines[0] += (f" for a {100 * tm.target_frr:.2g} % false-reject rate "
-                     f"({pct:.0f} % interval of that threshold: {tm.threshold_interval[0]:.4g} to {tm.threshold_interval[1]:.4g})")
+                     f"({pct:.0f} % interval of that threshold: "
+                     f"{tm.threshold_interval[0]:.4g} to {tm.threshold_interval[1]:.4g})")
         lines.append(f"expected false rejects of good parts: {100 * tm.expected_frr:.2f} % "
                      f"({pct:.0f} % interval {100 * tm.frr_interval[0]:.2f} to {100 * tm.frr_interval[1]:.2f} %), "
                      f"from {tm.n} good scores ({tm.source})")
@@ -106,8 +107,9 @@ def describe(cal: Calibration) -> str:
     if cal.escape_rate is not None and cal.defect_scores is not None:
         n = cal.defect_scores.count
         lo, hi = cal.escape_interval or (cal.escape_rate, cal.escape_rate)
-        lines.append(f"escapes: {round(cal.escape_rate * n)} of {n} labelled defects pass ({100 * cal.escape_rate:.1f} %, "
-                     f"interval {100 * lo:.1f} to {100 * hi:.1f} %)"
-                     + (f"; F1-optimal threshold {cal.image_threshold_f1:.6g}" if cal.image_threshold_f1 is not None else ""))
+        f1 = cal.image_threshold_f1
+        lines.append(f"escapes: {round(cal.escape_rate * n)} of {n} labelled defects pass "
+                     f"({100 * cal.escape_rate:.1f} %, interval {100 * lo:.1f} to {100 * hi:.1f} %)"
+                     + (f"; F1-optimal threshold {f1:.6g}" if f1 is not None else ""))
     lines.append(f"pixel threshold {cal.pixel_threshold:.6g}")
     return "\n".join(lines)

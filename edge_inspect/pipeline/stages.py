@@ -110,7 +110,7 @@ def _close_quietly(backend: Backend | None) -> None:
         return
     try:
         backend.close()
-    except Exception:  # noqa: BLE001
+    except Exception:  # the load error is the one to report; this one is only logged
         log.debug("closing a backend that failed to load also failed", exc_info=True)
 
 

@@ -89,7 +89,8 @@ class RateLimitedLog:
 class ControlServer:
     """``ControlServer(settings, security, target, publisher=None).start()``; ``.endpoint`` once started."""
 
-    def __init__(self, settings: ControlSettings, security: SecuritySettings, target: Any, publisher: VerdictPublisher | None = None):
+    def __init__(self, settings: ControlSettings, security: SecuritySettings, target: Any,
+                 publisher: VerdictPublisher | None = None):
         self.settings = settings
         self.security = security
         self.target = target
@@ -273,12 +274,13 @@ class ControlServer:
                 self.errors += 1
             self._refusals.log(logging.INFO, "control: %s refused: %s", cmd or "request", cut(str(exc)))
             return ControlReply(ok=False, cmd=cmd, error=str(exc), id=req_id).to_frames()[0]
-        except Exception as exc:  # a target bug must not kill the control thread
+        except Exception as exc:  # noqa: BLE001 - a target bug must not kill the control thread: "internal error"
             with self._counts_lock:
                 self.errors += 1
             self._refusals.log(logging.ERROR, "control: %s failed: %s", cmd or "request",
                                cut(f"{type(exc).__name__}: {exc}"), exc_info=True)
-            return ControlReply(ok=False, cmd=cmd, error=f"internal error: {type(exc).__name__}: {exc}", id=req_id).to_frames()[0]
+            error = f"internal error: {type(exc).__name__}: {exc}"
+            return ControlReply(ok=False, cmd=cmd, error=error, id=req_id).to_frames()[0]
 
     def _need_target(self, cmd: str) -> Any:
         if self.target is None:
@@ -288,7 +290,8 @@ class ControlServer:
     def _dispatch(self, req: ControlRequest) -> Any:
         a = req.args
         if req.cmd == "ping":
-            return {"pong": True, "time": format_time(time.time()), "boot_id": self.publisher.boot_id if self.publisher else None}
+            return {"pong": True, "time": format_time(time.time()),
+                    "boot_id": self.publisher.boot_id if self.publisher else None}
         if req.cmd == "status":
             status = self._need_target("status").status()
             if not isinstance(status, dict):

@@ -108,8 +108,10 @@ class VerdictPublisher:
         if self._closed:
             raise ProtocolError("publish() on a closed publisher")
         if verdict.camera_id != self.camera_id:
-            raise ProtocolError(f"verdict for camera {verdict.camera_id!r} given to the publisher of camera {self.camera_id!r}")
-        msg = VerdictMsg.from_verdict(verdict, self.line_id, self.boot_id, msg_seq=0, with_heatmap=self.settings.send_heatmap)
+            raise ProtocolError(f"verdict for camera {verdict.camera_id!r} given to the publisher of camera "
+                                f"{self.camera_id!r}")
+        msg = VerdictMsg.from_verdict(verdict, self.line_id, self.boot_id, msg_seq=0,
+                                      with_heatmap=self.settings.send_heatmap)
         with self._lock:
             msg.msg_seq = self._next_msg_seq
             self._next_msg_seq += 1
@@ -120,7 +122,8 @@ class VerdictPublisher:
             except queue.Full:
                 self.dropped += 1
                 if self.dropped == 1 or self.dropped % 1000 == 0:
-                    log.warning("publisher %s: send queue full, dropped %d verdict(s) so far", self.endpoint, self.dropped)
+                    log.warning("publisher %s: send queue full, dropped %d verdict(s) so far",
+                                self.endpoint, self.dropped)
         return msg
 
     def heartbeat(self, status: dict) -> None:
@@ -203,7 +206,7 @@ class VerdictPublisher:
             try:
                 status = provider()
                 _check_sendable(status)
-            except Exception as exc:  # a provider bug or an unsendable status must not stop the heartbeats
+            except Exception as exc:  # noqa: BLE001 - a provider bug or an unsendable status must not stop the heartbeats
                 why = f"{type(exc).__name__}: {exc}"
                 if why != self._provider_error:
                     log.error("publisher %s: heartbeat status refused, sending the last good one: %s",

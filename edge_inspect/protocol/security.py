@@ -126,7 +126,8 @@ def load_server_keys(security: SecuritySettings) -> ServerKeys:
         raise ConfigError(
             "CURVE is on but no server key: set security.server_secret_key (a .key_secret file) or provide the "
             f"systemd credential '{SERVER_CREDENTIAL}' ($CREDENTIALS_DIRECTORY "
-            f"{'is not set' if creds is None else f'= {creds}'}); create one with: edge-inspect keys --out DIR --name server"
+            f"{'is not set' if creds is None else f'= {creds}'}); "
+            "create one with: edge-inspect keys --out DIR --name server"
         )
     if not secret_file.is_file():
         raise ConfigError(f"security.server_secret_key: file not found: {secret_file}")

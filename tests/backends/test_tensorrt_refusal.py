@@ -184,7 +184,8 @@ def test_load_refuses_without_tensorrt(built_model, monkeypatch):
 
 
 def test_load_refuses_foreign_engine_before_touching_the_device(built_model, monkeypatch):
-    h100 = TrtEnvironment(tensorrt_version="10.3.0", pycuda_version="x", gpu_name="NVIDIA H100", compute_capability="9.0")
+    h100 = TrtEnvironment(tensorrt_version="10.3.0", pycuda_version="x", gpu_name="NVIDIA H100",
+                          compute_capability="9.0")
     monkeypatch.setattr(trt_probe, "probe_environment", lambda refresh=False: h100)
     with pytest.raises(EngineError, match=r"built for GPU 'Orin'.*edge-inspect build"):
         TensorRTBackend(built_model, load_manifest(built_model)).load()

@@ -58,7 +58,8 @@ def test_camera_modules_import_no_optional_library():
     code = ("import sys, edge_inspect.camera.uri, edge_inspect.camera.reconnect, edge_inspect.camera.gige, "
             "edge_inspect.camera.opencv_source, edge_inspect.camera.files, edge_inspect.camera.synthetic, "
             "edge_inspect.cli.check_cmd; "
-            "bad = [m for m in ('gi', 'torch', 'onnxruntime') if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+            "bad = [m for m in ('gi', 'torch', 'onnxruntime') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
 

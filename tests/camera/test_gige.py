@@ -206,7 +206,8 @@ def _missing() -> str | None:
     probe = "import gi; gi.require_version('Aravis', '0.8'); from gi.repository import Aravis"
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=30)
     if r.returncode != 0:
-        return "Aravis introspection not importable (gir1.2-aravis-0.8, pygobject<3.51): run scripts/ci-counterparts-camera.sh"
+        return ("Aravis introspection not importable (gir1.2-aravis-0.8, pygobject<3.51): "
+                "run scripts/ci-counterparts-camera.sh")
     r = subprocess.run(["unshare", "-n", "true"], capture_output=True, timeout=30)
     if r.returncode != 0:
         return f"unshare -n not permitted here: {r.stderr.decode(errors='replace').strip()}"

@@ -17,7 +17,8 @@ from edge_inspect.errors import ConfigError
     ("v4l2://2?fourcc=MJPG", "v4l2", "2", {"fourcc": "MJPG"}),
     ("/dev/video1", "v4l2", "/dev/video1", {}),
     ("0", "v4l2", "0", {}),
-    ("rtsp://10.0.0.9:8554/cam?codec=h265&latency_ms=50", "rtsp", "rtsp://10.0.0.9:8554/cam", {"codec": "h265", "latency_ms": 50}),
+    ("rtsp://10.0.0.9:8554/cam?codec=h265&latency_ms=50", "rtsp", "rtsp://10.0.0.9:8554/cam",
+     {"codec": "h265", "latency_ms": 50}),
     ("file://video.mp4", "file", "video.mp4", {}),
     ("file:///abs/dir/image.png?loop=1", "file", "/abs/dir/image.png", {"loop": True}),
     ("dir://path/to/images?loop=1&fps=5", "dir", "path/to/images", {"loop": True, "fps": 5.0}),
@@ -27,7 +28,8 @@ from edge_inspect.errors import ConfigError
      {"fps": 0.0, "defect_rate": 0.5, "count": 7, "seed": 3, "size": 64}),
     ("gige://192.168.10.20?exposure_us=800&gain_db=1.5&pixel_format=Mono8&trigger=software", "gige", "192.168.10.20",
      {"exposure_us": 800.0, "gain_db": 1.5, "pixel_format": "Mono8", "trigger": "software"}),
-    ("gige://line3-cam.local?trigger=hardware&line=Line1", "gige", "line3-cam.local", {"trigger": "hardware", "line": "Line1"}),
+    ("gige://line3-cam.local?trigger=hardware&line=Line1", "gige", "line3-cam.local",
+     {"trigger": "hardware", "line": "Line1"}),
 ])
 def test_parse_accepts(uri, scheme, location, query):
     p = parse_uri(uri)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edge_inspect.cli import main, run_cmd
-from edge_inspect.errors import ConfigError
+from edge_inspect.errors import ConfigError, ProtocolError
 from tests.pipeline.fakes import ScriptedSource, grey
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,7 +137,7 @@ def test_run_with_real_publisher_and_control(tmp_path, tiny_model_dir, monkeypat
             while time.monotonic() < deadline and status.get("state") != "running":
                 try:
                     status = client.request("status", timeout_s=0.5)
-                except Exception:
+                except ProtocolError:  # no reply yet: the station is still starting
                     time.sleep(0.05)
             assert status["state"] == "running" and status["model_id"] == "tiny-test-model"
             assert status["mode"] == "lossless" and status["camera"]["id"] == "camA"
@@ -340,7 +340,8 @@ def test_bad_manifest_is_one_line_and_nothing_goes_into_service(case, tiny_model
     (["--threshold", "nan"], "--threshold must be a finite number, got nan"),
     (["--threshold", "inf"], "--threshold must be a finite number, got inf"),
     (["--threshold=-inf"], "--threshold must be a finite number, got -inf"),
-    (["--threshold", "-1"], "--threshold -1 is below 0, the least value the model outputs (everything would be flagged)"),
+    (["--threshold", "-1"],
+     "--threshold -1 is below 0, the least value the model outputs (everything would be flagged)"),
 ])
 def test_unusable_threshold_flag_is_one_line_exit_2_and_the_camera_never_opens(flags, fragment, bounded_model,
                                                                                monkeypatch, capsys):
@@ -350,10 +351,14 @@ def test_unusable_threshold_flag_is_one_line_exit_2_and_the_camera_never_opens(f
 
 
 @pytest.mark.parametrize("where, fragment", [
-    ({"config": "[model]\nimage_threshold = -0.5\n"}, "model.image_threshold (config file or EDGE_INSPECT_MODEL__IMAGE_THRESHOLD) -0.5 is below"),
-    ({"config": "[model]\npixel_threshold = nan\n"}, "model.pixel_threshold (config file or EDGE_INSPECT_MODEL__PIXEL_THRESHOLD) must be a finite number, got nan"),
-    ({"env": ("EDGE_INSPECT_MODEL__IMAGE_THRESHOLD", "inf")}, "model.image_threshold (config file or EDGE_INSPECT_MODEL__IMAGE_THRESHOLD) must be a finite number, got inf"),
-    ({"env": ("EDGE_INSPECT_MODEL__PIXEL_THRESHOLD", "-2")}, "model.pixel_threshold (config file or EDGE_INSPECT_MODEL__PIXEL_THRESHOLD) -2 is below"),
+    ({"config": "[model]\nimage_threshold = -0.5\n"},
+     "model.image_threshold (config file or EDGE_INSPECT_MODEL__IMAGE_THRESHOLD) -0.5 is below"),
+    ({"config": "[model]\npixel_threshold = nan\n"},
+     "model.pixel_threshold (config file or EDGE_INSPECT_MODEL__PIXEL_THRESHOLD) must be a finite number, got nan"),
+    ({"env": ("EDGE_INSPECT_MODEL__IMAGE_THRESHOLD", "inf")},
+     "model.image_threshold (config file or EDGE_INSPECT_MODEL__IMAGE_THRESHOLD) must be a finite number, got inf"),
+    ({"env": ("EDGE_INSPECT_MODEL__PIXEL_THRESHOLD", "-2")},
+     "model.pixel_threshold (config file or EDGE_INSPECT_MODEL__PIXEL_THRESHOLD) -2 is below"),
 ])
 def test_unusable_threshold_from_config_or_env_names_the_setting(where, fragment, bounded_model, tmp_path,
                                                                  monkeypatch, capsys):

@@ -46,7 +46,8 @@ def _snapshot(root: Path) -> dict[str, tuple]:
             content = hashlib.sha256(path.read_bytes()).hexdigest()
         else:
             content = None
-        out[str(path.relative_to(root))] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns, content)
+        out[str(path.relative_to(root))] = (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                                            st.st_mtime_ns, content)
     return out
 
 

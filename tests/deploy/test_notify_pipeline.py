@@ -146,7 +146,8 @@ def _log_tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
-def _start_run(tmp_path: Path, collector: NotifyCollector, model_dir: Path, control_port: int) -> tuple[subprocess.Popen, Path]:
+def _start_run(tmp_path: Path, collector: NotifyCollector, model_dir: Path,
+               control_port: int) -> tuple[subprocess.Popen, Path]:
     """``edge-inspect run`` on the synthetic camera (20 fps), as systemd would start it, plus its log file."""
     env = {
         **os.environ,

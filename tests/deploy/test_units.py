@@ -57,7 +57,8 @@ def test_verify_warning_check_can_fail(unit_dir):
 
 def _exposure(exe: str, unit: Path) -> float:
     result = subprocess.run(
-        [exe, "security", "--offline=true", f"./{unit.name}"], cwd=unit.parent, capture_output=True, text=True, timeout=60
+        [exe, "security", "--offline=true", f"./{unit.name}"],
+        cwd=unit.parent, capture_output=True, text=True, timeout=60,
     )
     match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
     assert match, result.stdout + result.stderr
@@ -87,7 +88,8 @@ def test_service_is_notify_with_watchdog_and_restart():
     service = parse_unit(DEPLOY / "edge-inspect.service")["Service"]
     assert service["Type"] == ["notify"]
     assert service["NotifyAccess"] == ["main"]
-    assert service["ExecStart"] == ["/opt/edge-inspect/venv/bin/edge-inspect run --config /etc/edge-inspect/config.toml"]
+    assert service["ExecStart"] == [
+        "/opt/edge-inspect/venv/bin/edge-inspect run --config /etc/edge-inspect/config.toml"]
     assert service["WatchdogSec"] and service["WatchdogSec"][0] not in ("0", "infinity")
     assert service["Restart"] == ["on-failure"]
     assert service["RestartSec"]
@@ -102,7 +104,8 @@ def test_hardening_keeps_gpu_and_argus_reachable(unit):
     service = parse_unit(DEPLOY / unit)["Service"]
     # PrivateDevices hides /dev/nvhost-*, /dev/nvmap (CUDA); DeviceAllow/ProtectClock (systemd < 253)
     # turn on a device allow-list; MemoryDenyWriteExecute breaks run-time code generation.
-    for forbidden in ("PrivateDevices", "DeviceAllow", "DevicePolicy", "ProtectClock", "MemoryDenyWriteExecute", "PrivateUsers"):
+    for forbidden in ("PrivateDevices", "DeviceAllow", "DevicePolicy", "ProtectClock", "MemoryDenyWriteExecute",
+                      "PrivateUsers"):
         assert service.get(forbidden, ["no"])[-1] in ("no", "false"), f"{unit}: {forbidden}"
     assert service["ProtectSystem"] == ["strict"]
     assert service["CapabilityBoundingSet"] == [""]
@@ -143,7 +146,7 @@ def test_exec_start_arguments_are_accepted_by_the_cli(unit):
     argv = exec_start.replace("%S", "/var/lib").replace("$EDGE_INSPECT_BUILD_ARGS", "--precision fp32").split()[1:]
     command = argv[0]
     parser = build_parser()
-    if command not in parser._subparsers._group_actions[0].choices:  # noqa: SLF001 - argparse has no public API
+    if command not in parser._subparsers._group_actions[0].choices:  # argparse has no public API for this
         pytest.skip(f"'edge-inspect {command}' is not in this build yet")
     args = parser.parse_args(argv)
     assert args.command == command and callable(args.func)

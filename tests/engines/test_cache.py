@@ -28,7 +28,8 @@ ONNX = "a" * 64
 
 
 def test_key_is_deterministic():
-    assert cache_key(ONNX, ORIN, BuildOptions()) == cache_key(ONNX, TargetDevice("10.3.0", "Orin", "8.7"), BuildOptions())
+    same_device = TargetDevice("10.3.0", "Orin", "8.7")
+    assert cache_key(ONNX, ORIN, BuildOptions()) == cache_key(ONNX, same_device, BuildOptions())
     assert len(cache_key(ONNX, ORIN, BuildOptions())) == 64
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from edge_inspect.backends.base import Backend
 from edge_inspect.camera.base import EndOfStream, Frame, FrameSource
 from edge_inspect.errors import CameraError
-from edge_inspect.protocol.messages import check_status, dumps_json
+from edge_inspect.protocol.messages import HeartbeatMsg, VerdictMsg, check_status, dumps_json
 
 
 class ScriptedSource(FrameSource):
@@ -206,3 +206,40 @@ def model_variant(src: Path, dst: Path, **calibration) -> Path:
     raw["calibration"].update(calibration)
     path.write_text(json.dumps(raw, indent=2))  # allow_nan: NaN / Infinity tokens on purpose
     return dst
+
+
+class Wire:
+    """A SUB socket in a thread, subscribed to a real publisher: every verdict and heartbeat on the wire,
+    decoded and validated by the message models."""
+
+    def __init__(self, endpoint: str):
+        import zmq
+
+        self.verdicts: list[VerdictMsg] = []
+        self.heartbeats: list[HeartbeatMsg] = []
+        self._ctx = zmq.Context()
+        self._sub = self._ctx.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.connect(endpoint)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            if not self._sub.poll(20):
+                continue
+            frames = self._sub.recv_multipart()
+            if frames[0].startswith(b"verdict."):
+                self.verdicts.append(VerdictMsg.from_frames(frames))
+            else:
+                self.heartbeats.append(HeartbeatMsg.from_frames(frames))
+
+    def close(self, grace_s: float = 0.0):
+        """Stop after ``grace_s`` seconds more of listening (for messages still in flight)."""
+        time.sleep(grace_s)
+        self._stop.set()
+        self._thread.join()
+        self._sub.close(linger=0)
+        self._ctx.term()
+

@@ -14,42 +14,11 @@ from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
 from edge_inspect.manifest import load_manifest
 from edge_inspect.pipeline.runner import Pipeline
 from edge_inspect.protocol.control import ControlClient, ControlServer
-from edge_inspect.protocol.messages import ControlRequest, HeartbeatMsg, VerdictMsg
+from edge_inspect.protocol.messages import ControlRequest
 from edge_inspect.protocol.publisher import VerdictPublisher
 from edge_inspect.settings import Settings
 from tests.fixtures.tiny_model import make_tiny_model
-from tests.pipeline.fakes import ScriptedSource, grey, model_variant
-
-
-class Wire:
-    """SUB socket in a thread: every verdict and heartbeat the station publishes, decoded and validated."""
-
-    def __init__(self, endpoint: str):
-        self.verdicts: list[VerdictMsg] = []
-        self.heartbeats: list[HeartbeatMsg] = []
-        self._ctx = zmq.Context()
-        self._sub = self._ctx.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.connect(endpoint)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            if not self._sub.poll(50):
-                continue
-            frames = self._sub.recv_multipart()
-            if frames[0].startswith(b"verdict."):
-                self.verdicts.append(VerdictMsg.from_frames(frames))
-            else:
-                self.heartbeats.append(HeartbeatMsg.from_frames(frames))
-
-    def close(self):
-        self._stop.set()
-        self._thread.join()
-        self._sub.close(linger=0)
-        self._ctx.term()
+from tests.pipeline.fakes import ScriptedSource, Wire, grey, model_variant
 
 
 def wait_for(cond, timeout=10.0):
@@ -104,7 +73,8 @@ def _assert_unchanged_and_advancing(p, wire, n_before: int, seq_before: int):
     ({"image_threshold": float("inf")}, "image_threshold must be a finite number, got inf"),
     ({"pixel_threshold": float("nan")}, "pixel_threshold must be a finite number, got nan"),
     ({"norm_max": float("nan")}, "norm_max must be a finite number, got nan"),
-    ({"image_threshold": -0.25, "score_lower_bound": 0.0}, "image_threshold -0.25 is below 0, the least value the model outputs"),
+    ({"image_threshold": -0.25, "score_lower_bound": 0.0},
+     "image_threshold -0.25 is below 0, the least value the model outputs"),
 ])
 def test_reload_of_a_bad_folder_replies_false_and_changes_nothing(station, tiny_model_dir, tmp_path, changes, fragment):
     p, wire, client, _ = station
@@ -120,7 +90,8 @@ def test_reload_of_a_bad_folder_replies_false_and_changes_nothing(station, tiny_
 @pytest.mark.parametrize("raw, fragment", [
     (b'{"cmd": "set_threshold", "image": NaN}', "NaN is not allowed"),
     (b'{"cmd": "set_threshold", "image": -1}', "set_threshold image -1 is below 0, the least value the model outputs"),
-    (b'{"cmd": "set_threshold", "pixel": -0.5}', "set_threshold pixel -0.5 is below 0, the least value the model outputs"),
+    (b'{"cmd": "set_threshold", "pixel": -0.5}',
+     "set_threshold pixel -0.5 is below 0, the least value the model outputs"),
 ])
 def test_set_threshold_refusal_over_control(station, raw, fragment):
     p, wire, _, endpoint = station
@@ -177,7 +148,8 @@ def test_control_answers_ping_and_status_while_a_reload_loads(tiny_model_dir, tm
     try:
         reloader.request_reply("ping")
         # sent without waiting for the reply (a DEALER may have several requests out)
-        reloader._sock.send_multipart([b""] + ControlRequest(cmd="reload", args={"model_dir": str(new)}, id="r1").to_frames())
+        request = ControlRequest(cmd="reload", args={"model_dir": str(new)}, id="r1")
+        reloader._sock.send_multipart([b""] + request.to_frames())
         time.sleep(0.2)  # the reload is loading now
         waits = []
         for _ in range(10):

@@ -12,7 +12,6 @@ import time
 
 import cv2
 import pytest
-import zmq
 
 from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
 from edge_inspect.camera.files import DirSource
@@ -23,10 +22,9 @@ from edge_inspect.manifest import load_manifest
 from edge_inspect.pipeline.bench import NullPublisher
 from edge_inspect.pipeline.interfaces import Notifier, NullNotifier, VerdictSink
 from edge_inspect.pipeline.runner import Pipeline
-from edge_inspect.protocol.messages import HeartbeatMsg, VerdictMsg
 from edge_inspect.protocol.publisher import VerdictPublisher
 from edge_inspect.settings import Settings
-from tests.pipeline.fakes import RecordingNotifier, RecordingPublisher, ScriptedSource, WrappedBackend, grey
+from tests.pipeline.fakes import RecordingNotifier, RecordingPublisher, ScriptedSource, Wire, WrappedBackend, grey
 
 OK_IMG = grey(120, 200)
 
@@ -50,38 +48,6 @@ def wait_for(cond, timeout=10.0):
     while not cond():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.01)
-
-
-class Wire:
-    """A SUB socket in a thread: every verdict and heartbeat on the wire, decoded."""
-
-    def __init__(self, endpoint: str):
-        self.verdicts: list[VerdictMsg] = []
-        self.heartbeats: list[HeartbeatMsg] = []
-        self._ctx = zmq.Context()
-        self._sub = self._ctx.socket(zmq.SUB)
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.connect(endpoint)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            if not self._sub.poll(20):
-                continue
-            frames = self._sub.recv_multipart()
-            if frames[0].startswith(b"verdict."):
-                self.verdicts.append(VerdictMsg.from_frames(frames))
-            else:
-                self.heartbeats.append(HeartbeatMsg.from_frames(frames))
-
-    def close(self, grace_s=0.3):
-        time.sleep(grace_s)
-        self._stop.set()
-        self._thread.join()
-        self._sub.close(linger=0)
-        self._ctx.term()
 
 
 # ---- declared interfaces --------------------------------------------------------------------------------
@@ -149,7 +115,7 @@ def test_final_stopped_heartbeat_on_the_wire_carries_the_final_counts(tiny_model
     p = Pipeline(ScriptedSource(OK_IMG, count=n, interval_s=0.005), backend(tiny_model_dir), pub, cfg)
     p.start()
     assert p.wait(20)
-    wire.close()
+    wire.close(0.3)
     last = wire.heartbeats[-1]
     assert last.status["state"] == "stopped" and last.last_msg_seq == n - 1
     c = last.status["counters"]

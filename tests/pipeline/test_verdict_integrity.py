@@ -222,7 +222,8 @@ def test_reload_refused_when_a_configured_override_does_not_fit_the_new_model(ti
     p.start()
     try:
         wait_for(lambda: len(pub.verdicts) >= 3)
-        with pytest.raises(ConfigError, match=r"^model\.image_threshold -1 is below 0, the least value the model outputs"):
+        with pytest.raises(ConfigError,
+                           match=r"^model\.image_threshold -1 is below 0, the least value the model outputs"):
             p.reload(bounded_dir)
         n = len(pub.verdicts)
         wait_for(lambda: len(pub.verdicts) >= n + 3)
@@ -257,7 +258,8 @@ def test_reload_reply_says_the_new_model_is_in_force_and_is_json(tiny_model_dir,
 def test_status_and_heartbeat_carry_the_drift_block(tiny_model_dir):
     src = ScriptedSource([OK_IMG] * 3 + [NG_IMG], count=40, interval_s=0.01)
     pub = RecordingPublisher()
-    p = Pipeline(src, backend(tiny_model_dir), pub, settings(mode="lossless", drift={"min_samples": 10, "check_every": 5}))
+    p = Pipeline(src, backend(tiny_model_dir), pub,
+                 settings(mode="lossless", drift={"min_samples": 10, "check_every": 5}))
     p.start()
     assert p.wait(20)
     d = p.status()["drift"]

@@ -129,7 +129,9 @@ def test_malformed_requests_get_an_error_and_change_nothing(station, raw):
 def test_target_errors_become_error_replies_and_the_thread_survives(station):
     target, _, _, client = station
     reply = client.request_reply("set_threshold", image=-0.5)
-    assert not reply.ok and reply.error == "set_threshold image -0.5 is below 0, the least value the model outputs (everything would be flagged)"
+    assert not reply.ok
+    assert reply.error == ("set_threshold image -0.5 is below 0, the least value the model outputs "
+                           "(everything would be flagged)")
     reply = client.request_reply("reload", model_dir="/models/bad")
     assert not reply.ok and "manifest.json: missing" in reply.error
     reply = client.request_reply("trigger", part_id="boom")

@@ -65,7 +65,8 @@ def test_a_bare_loopback_bind_keeps_curve_off():
 
 def test_curve_refusal_says_why_curve_is_on(monkeypatch):
     monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
-    with pytest.raises(ConfigError, match=r"no server key.*because security\.curve = auto and tcp://\*:\* is not a loopback"):
+    with pytest.raises(ConfigError,
+                       match=r"no server key.*because security\.curve = auto and tcp://\*:\* is not a loopback"):
         VerdictPublisher(pub_settings(bind="*:*"), SecuritySettings())
 
 

@@ -30,7 +30,8 @@ def _publish_after_a_heartbeat(pub: VerdictPublisher, labels: list[str], delay_s
 
 def test_listen_prints_one_line_per_verdict_and_a_summary(capsys):
     labels = ["ok", "ng", "ok", "unknown", "ok"]
-    with VerdictPublisher(pub_settings(), no_curve()) as pub, ControlServer(ctl_settings(), no_curve(), None, pub) as ctl:
+    with (VerdictPublisher(pub_settings(), no_curve()) as pub,
+          ControlServer(ctl_settings(), no_curve(), None, pub) as ctl):
         t = _publish_after_a_heartbeat(pub, labels)
         code = main(["listen", "--connect", pub.endpoint, "--control", ctl.endpoint, "--count", "5", "--timeout", "10"])
         t.join()
@@ -81,8 +82,9 @@ def test_listen_usage_errors_are_one_line(argv, message, exit_code, capsys):
 
 def test_listen_sigterm_prints_the_summary():
     with VerdictPublisher(pub_settings(), no_curve()) as pub:
-        proc = subprocess.Popen([sys.executable, "-m", "edge_inspect", "listen", "--connect", pub.endpoint, "--heartbeats"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_inspect", "listen", "--connect", pub.endpoint, "--heartbeats"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = proc.stdout.readline()  # a heartbeat line: the listener is in its loop, handler installed
         assert first.startswith("HEARTBEAT line1/cam0 state=starting"), first
         proc.terminate()
@@ -101,8 +103,10 @@ def _wait_sent(pub: VerdictPublisher, msg_seq: int, timeout_s: float = 5.0) -> N
 
 def test_restarted_listen_resumes_from_its_state_file_and_reports_the_gap(tmp_path, capsys):
     state = tmp_path / "listen.state"
-    with VerdictPublisher(pub_settings(), no_curve()) as pub, ControlServer(ctl_settings(), no_curve(), None, pub) as ctl:
-        argv = ["listen", "--connect", pub.endpoint, "--control", ctl.endpoint, "--state", str(state), "--timeout", "10"]
+    with (VerdictPublisher(pub_settings(), no_curve()) as pub,
+          ControlServer(ctl_settings(), no_curve(), None, pub) as ctl):
+        argv = ["listen", "--connect", pub.endpoint, "--control", ctl.endpoint, "--state", str(state),
+                "--timeout", "10"]
         t = _publish_after_a_heartbeat(pub, ["ok", "ok", "ng"])
         assert main(argv + ["--count", "3"]) == 0
         t.join()
@@ -127,7 +131,8 @@ def test_restarted_listen_resumes_from_its_state_file_and_reports_the_gap(tmp_pa
 
 
 def test_listen_resume_from_fetches_from_that_msg_seq(capsys):
-    with VerdictPublisher(pub_settings(), no_curve()) as pub, ControlServer(ctl_settings(), no_curve(), None, pub) as ctl:
+    with (VerdictPublisher(pub_settings(), no_curve()) as pub,
+          ControlServer(ctl_settings(), no_curve(), None, pub) as ctl):
         for seq in range(6):
             pub.publish(make_verdict(seq))
         _wait_sent(pub, 5)  # else the first heartbeat may say the station is behind msg_seq 4 (as it is)
@@ -138,7 +143,8 @@ def test_listen_resume_from_fetches_from_that_msg_seq(capsys):
     assert out[0].startswith("RESUME  line1/cam0") and "2 missed while this listener was down" in out[0]
     assert out[1].startswith("GAP     line1/cam0: missing msg_seq 4..5 (2) while this listener was down; resynced 2")
     assert [line.split()[2] for line in out[2:4]] == ["seq=4", "seq=5"]
-    assert "missed while down 2" in out[-1] and out[-1].endswith("next: line1/cam0 msg_seq 6 of boot " + pub.boot_id[:8])
+    assert "missed while down 2" in out[-1]
+    assert out[-1].endswith("next: line1/cam0 msg_seq 6 of boot " + pub.boot_id[:8])
 
 
 @pytest.mark.parametrize("argv, message", [

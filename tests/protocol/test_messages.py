@@ -203,7 +203,8 @@ def test_control_request_parsing():
         "since_seq": -1, "n": 3}
     # any finite number passes the protocol: the range is the model's (fused z-scores may be negative),
     # checked by the pipeline (decision.Thresholds)
-    assert ControlRequest.from_frames([b'{"cmd": "set_threshold", "image": -1.5}']).args == {"image": -1.5, "pixel": None}
+    req = ControlRequest.from_frames([b'{"cmd": "set_threshold", "image": -1.5}'])
+    assert req.args == {"image": -1.5, "pixel": None}
     assert ControlRequest.from_frames([b'{"cmd": "set_threshold", "pixel": 0}']).args == {"image": None, "pixel": 0.0}
     for raw, match in [
         (b'{"cmd": "set_threshold"}', "image"),

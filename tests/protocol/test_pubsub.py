@@ -69,7 +69,8 @@ def test_heartbeat_refuses_a_bad_status_at_the_call_and_keeps_beating():
 
 def test_gap_is_detected_and_filled_through_last():
     # The listener is fed the wire frames directly so the gap is exact; resync uses the real control socket.
-    with VerdictPublisher(pub_settings(), no_curve()) as pub, ControlServer(ctl_settings(), no_curve(), None, pub) as ctl:
+    with (VerdictPublisher(pub_settings(), no_curve()) as pub,
+          ControlServer(ctl_settings(), no_curve(), None, pub) as ctl):
         frames = _frames(pub, 10)
         with VerdictListener("tcp://127.0.0.1:9", control=ctl.endpoint) as listener:
             events = []
@@ -85,7 +86,8 @@ def test_gap_is_detected_and_filled_through_last():
 
 
 def test_gap_without_control_or_beyond_history_is_counted_as_unrecovered():
-    with VerdictPublisher(pub_settings(history=2), no_curve()) as pub, ControlServer(ctl_settings(), no_curve(), None, pub) as ctl:
+    with (VerdictPublisher(pub_settings(history=2), no_curve()) as pub,
+          ControlServer(ctl_settings(), no_curve(), None, pub) as ctl):
         frames = _frames(pub, 6)
         with VerdictListener("tcp://127.0.0.1:9") as no_ctl:
             no_ctl.handle_frames(frames[0])
@@ -100,7 +102,8 @@ def test_gap_without_control_or_beyond_history_is_counted_as_unrecovered():
 
 
 def test_lost_tail_message_is_seen_through_the_heartbeat():
-    with VerdictPublisher(pub_settings(), no_curve()) as pub, ControlServer(ctl_settings(), no_curve(), None, pub) as ctl:
+    with (VerdictPublisher(pub_settings(), no_curve()) as pub,
+          ControlServer(ctl_settings(), no_curve(), None, pub) as ctl):
         with VerdictListener("tcp://127.0.0.1:9", control=ctl.endpoint) as listener:
             first, second = _frames(pub, 2)
             listener.handle_frames(first)
@@ -179,7 +182,8 @@ def test_history_keeps_the_last_n_without_heatmaps():
 
 def test_gap_after_joining_through_a_heartbeat_is_recovered_from_the_whole_history():
     # First contact is a heartbeat (no frame seq known yet), then messages are lost: resync must still find them.
-    with VerdictPublisher(pub_settings(), no_curve()) as pub, ControlServer(ctl_settings(), no_curve(), None, pub) as ctl:
+    with (VerdictPublisher(pub_settings(), no_curve()) as pub,
+          ControlServer(ctl_settings(), no_curve(), None, pub) as ctl):
         frames = _frames(pub, 6)
         time.sleep(0.2)
         with VerdictListener("tcp://127.0.0.1:9", control=ctl.endpoint) as listener:

@@ -27,7 +27,8 @@ NOWHERE = "tcp://127.0.0.1:9"  # frames are handed in directly; resync uses the 
 
 @pytest.fixture()
 def station():
-    with VerdictPublisher(pub_settings(), no_curve()) as pub, ControlServer(ctl_settings(), no_curve(), None, pub) as ctl:
+    with (VerdictPublisher(pub_settings(), no_curve()) as pub,
+          ControlServer(ctl_settings(), no_curve(), None, pub) as ctl):
         yield pub, ctl
 
 

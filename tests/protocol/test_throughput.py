@@ -32,7 +32,8 @@ def test_10k_publishes_without_subscriber_do_not_block():
         while pub.published + pub.dropped < n and time.monotonic() < deadline:
             time.sleep(0.01)
     report(f"[throughput] no subscriber: {n} publish() in {total:.3f} s = {n / total:,.0f}/s, "
-          f"median call {median * 1e6:.0f} us, worst {worst * 1e3:.2f} ms; sender thread sent {pub.published}, dropped {pub.dropped}")
+          f"median call {median * 1e6:.0f} us, worst {worst * 1e3:.2f} ms; "
+          f"sender thread sent {pub.published}, dropped {pub.dropped}")
     assert total < 5.0 and median < 1e-3
     assert pub.published == n and pub.dropped == 0
 
@@ -56,7 +57,8 @@ def test_slow_subscriber_does_not_stall_publishing_and_gaps_are_resynced():
                 seen += [e.msg.msg_seq for e in listener.poll(0.2) if e.kind == "verdict"]
     s = listener.stats
     report(f"[throughput] slow subscriber: {n} publish() (48 KiB heat maps) in {total:.3f} s, median call "
-          f"{median * 1e6:.0f} us, worst {worst * 1e3:.2f} ms; subscriber got {s.received} live, {s.gaps} gaps, {s.resynced} resynced via last")
+          f"{median * 1e6:.0f} us, worst {worst * 1e3:.2f} ms; "
+          f"subscriber got {s.received} live, {s.gaps} gaps, {s.resynced} resynced via last")
     assert total < 10.0 and median < 2e-3
     assert s.gaps > 0 and s.received < n  # ZeroMQ dropped for the slow subscriber, visibly
     assert sorted(seen) == list(range(n)) and s.unrecovered == 0  # ... and 'last' filled every gap

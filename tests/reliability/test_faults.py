@@ -411,7 +411,7 @@ def _with_garbage_engine(tiny_model_dir, tmp_path) -> Path:
 
 
 def test_corrupted_engine_file_is_refused_and_auto_falls_back(tiny_model_dir, tmp_path):
-    from edge_inspect.backends.tensorrt import TrtEnvironment, usable
+    from edge_inspect.backends.trt_probe import TrtEnvironment, usable
 
     model = _with_garbage_engine(tiny_model_dir, tmp_path)
     orin = TrtEnvironment(tensorrt_version="10.3.0", pycuda_version="2024.1", gpu_name="Orin",

@@ -41,13 +41,15 @@ def test_teacher_trunk_carries_the_pretrained_weights():
     assert not torch.equal(random.stem[0].weight, clf._conv_stem.weight)
 
 
-@pytest.mark.parametrize("name,channels", [("efficientnet-lite0", [24, 40, 112, 320]), ("efficientnet-lite2", [24, 48, 120, 352])])
+@pytest.mark.parametrize("name,channels", [("efficientnet-lite0", [24, 40, 112, 320]),
+                                           ("efficientnet-lite2", [24, 48, 120, 352])])
 def test_feature_taps_at_strides_4_8_16_32(name, channels):
     net = build_backbone(name, pretrained=False).eval()
     with torch.no_grad():
         feats = net(torch.zeros(1, 3, 128, 96))
     assert net.channels == channels
-    assert [tuple(f.shape[1:]) for f in feats] == [(c, 128 // s, 96 // s) for c, s in zip(channels, (4, 8, 16, 32), strict=True)]
+    expected = [(c, 128 // s, 96 // s) for c, s in zip(channels, (4, 8, 16, 32), strict=True)]
+    assert [tuple(f.shape[1:]) for f in feats] == expected
 
 
 def test_resnet_weights_missing_is_a_clear_error(tmp_path, monkeypatch):

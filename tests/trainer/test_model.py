@@ -45,7 +45,8 @@ def test_st_exponent_zero_trusts_the_discriminator_alone_and_one_is_the_product(
         outs[e] = MapHead(cfg, (16, 16), GLOBAL_CHANNELS, REGION_CHANNELS).eval()(t1, s1, t2, s2)
     prob0 = outs[0.0]["disc_prob"]
     torch.testing.assert_close(outs[0.0]["rstpm_map"], prob0, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(outs[1.0]["rstpm_map"], outs[1.0]["st_map"] * outs[1.0]["disc_prob"], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(outs[1.0]["rstpm_map"], outs[1.0]["st_map"] * outs[1.0]["disc_prob"],
+                               rtol=1e-4, atol=1e-6)
 
 
 def _random_gaussian(head: MapHead, prefix: str, seed: int) -> None:
@@ -59,7 +60,8 @@ def _random_gaussian(head: MapHead, prefix: str, seed: int) -> None:
 
 def test_region_map_is_the_windowed_mahalanobis_distance_and_fuses_with_the_rstpm_map():
     t1, s1, t2, s2 = _features(5)
-    cfg = make_config("edge", {"region_weight": 0.5, "region_window": 3, "map_sigma": 0.0, "disc_base": 4, "disc_depth": 2}).model
+    cfg = make_config("edge", {"region_weight": 0.5, "region_window": 3, "map_sigma": 0.0, "disc_base": 4,
+                               "disc_depth": 2}).model
     head = MapHead(cfg, (4, 4), GLOBAL_CHANNELS, REGION_CHANNELS).eval()  # output size = stride-16 size: no resampling
     _random_gaussian(head, "reg", 6)
     head.map_stats.copy_(torch.tensor([0.2, 0.1, 3.0, 2.0]))
@@ -83,15 +85,17 @@ def test_global_score_is_the_mahalanobis_distance_and_fuses_with_the_map_max():
     head.score_stats.copy_(torch.tensor([0.3, 0.2, 5.0, 4.0]))
     with torch.no_grad():
         out = head(t1, s1, t2, s2)
-    pooled = torch.cat([torch.cat([f.mean((2, 3)), f.std((2, 3), correction=0)], 1) for f in (t1[1], t1[2], t2[1], t2[2])], 1)
+    pooled = torch.cat([torch.cat([f.mean((2, 3)), f.std((2, 3), correction=0)], 1)
+                        for f in (t1[1], t1[2], t2[1], t2[2])], 1)
     expected = ((pooled - head.glob_mean) @ head.glob_whiten.T).norm(dim=1)
     torch.testing.assert_close(out["global_score"], expected, rtol=1e-4, atol=1e-5)
     local = out["anomaly_map"].flatten(1).amax(1)
     torch.testing.assert_close(out["score"], (local - 0.3) / 0.2 + 2.0 * (expected - 5.0) / 4.0, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("override", [{"disc_inputs": "both"}, {"st_exponent": -1.0}, {"self_fraction": 2.0}, {"no_such_key": 1},
-                                      {"global_weight": -1.0}, {"region_weight": 11.0}, {"region_window": 4}])
+@pytest.mark.parametrize("override", [{"disc_inputs": "both"}, {"st_exponent": -1.0}, {"self_fraction": 2.0},
+                                      {"no_such_key": 1}, {"global_weight": -1.0}, {"region_weight": 11.0},
+                                      {"region_window": 4}])
 def test_bad_model_settings_are_refused(override):
     with pytest.raises(ConfigError):
         make_config("edge", override)
@@ -104,7 +108,8 @@ def test_head_options_export_to_onnx_and_match_torch(tmp_path):
 
     import numpy as np
 
-    cfg = make_config("edge", {"st_exponent": 0.5, "disc_inputs": "separate", "global_weight": 1.5, "disc_base": 4, "disc_depth": 2}).model
+    cfg = make_config("edge", {"st_exponent": 0.5, "disc_inputs": "separate", "global_weight": 1.5, "disc_base": 4,
+                               "disc_depth": 2}).model
     head = MapHead(cfg, (64, 64), GLOBAL_CHANNELS, REGION_CHANNELS).eval().requires_grad_(False)
     head.score_stats.copy_(torch.tensor([0.1, 0.5, 7.0, 2.0]))  # the fused score with non-trivial statistics
     t1, s1, t2, s2 = _features(2)
@@ -121,7 +126,8 @@ def test_head_options_export_to_onnx_and_match_torch(tmp_path):
     names = [f"x{i}" for i in range(12)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Wrap(), args, str(path), input_names=names, output_names=["map", "score"], opset_version=17, dynamo=False)
+        torch.onnx.export(Wrap(), args, str(path), input_names=names, output_names=["map", "score"], opset_version=17,
+                          dynamo=False)
     with torch.no_grad():
         ref_map, ref_score = Wrap()(*args)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])

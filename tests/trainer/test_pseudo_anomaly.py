@@ -149,7 +149,7 @@ def test_grey_images_get_grey_anomalies(part_images):
 def test_self_textures_come_from_the_image_and_are_visible(part_images):
     """With self_fraction=1 no foreign texture is drawn, and every anomaly changes what it covers."""
     gen = PseudoAnomalyGenerator(clean_fraction=0.0, self_fraction=1.0, seed=2)
-    gen._source_texture = lambda h, w: pytest.fail("a foreign texture was drawn")  # noqa: ARG005
+    gen._source_texture = lambda h, w: pytest.fail("a foreign texture was drawn")
     for i in range(12):
         image = part_images[i % len(part_images)]
         out, mask = gen(image)

@@ -99,7 +99,8 @@ def test_eval_torch_backend_agrees_with_onnxruntime(trained, tmp_path):
     ort = evaluate(model_dir, root, "widget", tmp_path / "ort", backend="onnxruntime", progress=False, report=False)
     pt = evaluate(model_dir, root, "widget", tmp_path / "pt", backend=TorchBackend, progress=False, report=False)
     assert ort["image_auroc"] == pytest.approx(pt["image_auroc"], abs=1e-6)
-    ort_scores = [json.loads(line)["score"] for line in (tmp_path / "ort" / "predictions.jsonl").read_text().splitlines()]
+    ort_lines = (tmp_path / "ort" / "predictions.jsonl").read_text().splitlines()
+    ort_scores = [json.loads(line)["score"] for line in ort_lines]
     pt_scores = [json.loads(line)["score"] for line in (tmp_path / "pt" / "predictions.jsonl").read_text().splitlines()]
     np.testing.assert_allclose(ort_scores, pt_scores, rtol=SCORE_RTOL, atol=SCORE_ATOL)
 
@@ -224,7 +225,8 @@ def test_cross_fitting_rebuilds_the_graphs_fusion_and_scores_each_fold_on_the_ot
     head = model.head
     amap, score = fused_outputs(head, *parts, head.map_stats, head.score_stats)
     np.testing.assert_allclose(score.numpy(), out["score"], rtol=SCORE_RTOL, atol=SCORE_ATOL)
-    np.testing.assert_allclose(amap.numpy(), out["anomaly_map"], atol=MAP_ATOL_REL * float(np.abs(out["anomaly_map"]).max()))
+    np.testing.assert_allclose(amap.numpy(), out["anomaly_map"],
+                               atol=MAP_ATOL_REL * float(np.abs(out["anomaly_map"]).max()))
     n = len(files)
     scores, maps = cross_fitted(head, *parts, folds=n)
     rest = torch.arange(n) != 0
