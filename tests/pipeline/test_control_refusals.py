@@ -205,3 +205,29 @@ def test_rate_limited_log_says_how_many_it_left_out(caplog):
     assert [r.getMessage() for r in caplog.records][-2:] == [
         "control: 7 more such line(s) in the last 11 s not logged", "refused 10"]
     assert cut("a\nb  c" + "x" * 300, 20) == "a b c" + "x" * 15 + "… (+285 chars)"
+
+
+def test_calibrate_with_control_puts_the_new_threshold_in_force_on_the_running_station(station, tmp_path, capsys):
+    """On-site recalibration reaches a running line: `calibrate --control` writes the manifest, then reloads."""
+    import cv2
+    import numpy as np
+
+    from edge_inspect.cli import main
+
+    p, wire, _, endpoint = station
+    goods = tmp_path / "goods"
+    goods.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        img = np.clip(124 + rng.normal(0, 8, (64, 64, 3)), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(goods / f"g{i:02d}.png"), img)
+    model_dir = p.status()["model_dir"]
+    assert main(["calibrate", "--model", model_dir, "--goods", str(goods), "--control", endpoint]) == 0
+    out = capsys.readouterr().out
+    new = load_manifest(model_dir).calibration.image_threshold
+    assert new != 0.5 and "reloaded" in out
+    wait_for(lambda: p.status()["generation"] == 1)
+    assert p.status()["threshold"]["image"] == pytest.approx(new)
+    n = len(wire.verdicts)
+    wait_for(lambda: len(wire.verdicts) >= n + 5)
+    assert wire.verdicts[-1].threshold == pytest.approx(new)
