@@ -24,6 +24,7 @@ SUBCOMMANDS = [
     "export",  # export ONNX graphs + manifest (needs [train])
     "calibrate",  # new thresholds from good parts on site, without retraining
     "eval",  # evaluate a model folder on an MVTec-format category
+    "predict",  # score a folder or glob of images: overlays, predictions.jsonl/csv
     "run",  # the line: camera -> model -> verdicts over ZeroMQ
     "bench",  # model-only vs pipeline throughput
     "listen",  # reference PLC-gateway subscriber

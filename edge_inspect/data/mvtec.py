@@ -55,7 +55,7 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
-def _images_below(folder: Path, skip: str | None = None) -> list[Path]:
+def images_below(folder: Path, skip: str | None = None) -> list[Path]:
     """Image files in ``folder`` and its subfolders, except under a subfolder named ``skip``; sorted."""
     found = []
     for p in sorted(folder.rglob("*")):
@@ -80,7 +80,7 @@ def defect_images(folder: str | Path) -> tuple[list[Path], str]:
         raise DataError(f"defect folder not found: {folder}")
     if folder.resolve().name == "good":
         raise DataError(f"{folder} is a folder of good parts; give a folder of defective parts")
-    files = _images_below(folder, skip="good")
+    files = images_below(folder, skip="good")
     if not files:
         raise DataError(f"no defect images in {folder} ({', '.join(IMAGE_EXTENSIONS)}; good/ is skipped)")
     kinds = sorted({f.relative_to(folder).parts[0] for f in files if len(f.relative_to(folder).parts) > 1})
@@ -103,7 +103,7 @@ def good_images(folder: str | Path) -> tuple[list[Path], str]:
         raise DataError(f"good-parts folder not found: {folder}")
     if (folder / "good").is_dir():
         folder = folder / "good"
-    files = _images_below(folder)
+    files = images_below(folder)
     if not files:
         raise DataError(f"no images in {folder} ({', '.join(IMAGE_EXTENSIONS)})")
     return files, f"{len(files)} good images from {folder}"

@@ -64,17 +64,17 @@ def open_backend(backend: str | BackendFactory, model_dir: Path, manifest: Manif
         raise BackendError(f"backend '{backend}' is not available here: {exc}") from exc
 
 
-class _Progress:
+class Progress:
     """tqdm when installed, else a log line every 10 s."""
 
-    def __init__(self, total: int, enabled: bool):
+    def __init__(self, total: int, enabled: bool, desc: str = "eval"):
         self.total, self.done, self.last = total, 0, time.monotonic()
         self.bar = None
         if enabled:
             try:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, unit="img", desc="eval", file=sys.stderr)
+                self.bar = tqdm(total=total, unit="img", desc=desc, file=sys.stderr)
             except ImportError:
                 pass
         self.enabled = enabled
@@ -129,7 +129,7 @@ def score_parts(scores, global_scores, fusion: ScoreFusion) -> list[dict]:
     return parts
 
 
-def _batch_score_parts(out: dict, fusion: ScoreFusion | None, scores: np.ndarray) -> list[dict | None]:
+def batch_score_parts(out: dict, fusion: ScoreFusion | None, scores: np.ndarray) -> list[dict | None]:
     """score_parts for one inference batch ``out``; Nones when there is no fusion or its output is absent."""
     n = scores.size
     if fusion is None:
@@ -165,7 +165,7 @@ def score_samples(backend, manifest: Manifest, samples, batch_size: int = 1, pro
     per_image_ms: list[float] = []
     infer_ms: list[float] = []
     pending: list[tuple] = []  # (sample, x, mask at original size, preprocess ms)
-    bar = _Progress(len(samples), progress)
+    bar = Progress(len(samples), progress)
 
     def flush() -> None:
         if not pending:
@@ -177,7 +177,7 @@ def score_samples(backend, manifest: Manifest, samples, batch_size: int = 1, pro
         scores = np.asarray(out[manifest.score_output], np.float64).reshape(-1)
         maps = np.asarray(out[manifest.map_output], np.float32)
         maps = maps.reshape(len(pending), *maps.shape[-2:])
-        parts = _batch_score_parts(out, manifest.score_fusion, scores)
+        parts = batch_score_parts(out, manifest.score_fusion, scores)
         for (sample, _, mask, pre_ms), score, amap, part in zip(pending, scores, maps, parts, strict=True):
             if not np.isfinite(score) or not np.isfinite(amap).all():
                 skipped.append({"path": sample.rel_path,
