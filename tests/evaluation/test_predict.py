@@ -17,7 +17,8 @@ from edge_inspect.decision import Thresholds
 from edge_inspect.errors import DataError
 from edge_inspect.evaluation.predict import list_inputs, overlay_paths, predict, predict_image, render_overlay
 from edge_inspect.evaluation.scoring import scoring_manifest
-from edge_inspect.manifest import ScoreFusion, TensorSpec, load_manifest, save_manifest, sha256_file
+from edge_inspect.manifest import load_manifest
+from tests.fixtures.tiny_model import add_global_output
 
 GREY = 124  # scores ~0 with the tiny model; a white blob scores ~6 (threshold 0.5)
 BLOBS = {"sub/b0.png": ((64, 64), (24, 24, 16, 16)), "sub/deeper/b1.png": ((80, 120), (20, 50, 24, 30))}
@@ -182,28 +183,9 @@ def test_inputs_leave_out_the_output_folder_and_overlay_names_do_not_clash(image
     assert [(i.path, i.rel_path) for i in single] == [(images / "sub" / "b0.png", "b0.png")]
 
 
-def _add_global_output(model: Path) -> None:
-    """The tiny head gets a (B,) output 'global_score' (mean of the map), not listed in extra_outputs; the
-    manifest a score_fusion naming it (as tests/evaluation/test_runner.py does)."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    head = onnx.load(str(model / "head.onnx"))
-    head.graph.node.append(helper.make_node("ReduceMean", ["anomaly_map"], ["global_score"], axes=[1, 2, 3],
-                                            keepdims=0))
-    head.graph.output.append(helper.make_tensor_value_info("global_score", TensorProto.FLOAT, ["batch"]))
-    onnx.save(head, str(model / "head.onnx"))
-    m = load_manifest(model, verify_files=False)
-    g = m.graph("head")
-    g.sha256 = sha256_file(model / "head.onnx")
-    g.outputs.append(TensorSpec(name="global_score", shape=["batch"]))
-    m.score_fusion = ScoreFusion(global_weight=2.0, global_mean=1.0, global_std=0.5)
-    save_manifest(m, model)
-
-
 def test_fused_score_gives_score_parts(tiny_model_dir, images, tmp_path):
     model = shutil.copytree(tiny_model_dir, tmp_path / "model")
-    _add_global_output(model)
+    add_global_output(model)
     out = tmp_path / "out"
     predict(model, images, out, backend="onnxruntime", progress=False)
     judged = [r for r in _records(out) if r["label"] != "unknown"]

@@ -17,12 +17,11 @@ from edge_inspect.errors import DataError, DependencyError
 from edge_inspect.evaluation.runner import evaluate, score_parts, scoring_manifest
 from edge_inspect.manifest import (
     ScoreFusion,
-    TensorSpec,
     ThresholdModel,
     load_manifest,
     save_manifest,
-    sha256_file,
 )
+from tests.fixtures.tiny_model import add_global_output
 
 GREY = 124  # scores ~0 with the tiny model (close to the ImageNet mean)
 
@@ -178,27 +177,9 @@ def test_calibration_threshold_model_is_compared_with_the_test_goods(tiny_model_
     assert "Calibration vs test goods" in html and ("DISAGREES" in html) is (not consistent)
 
 
-def _add_global_output(model: Path) -> None:
-    """Give the tiny model's head a (B,) output 'global_score' = mean of the anomaly map (not in extra_outputs)."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    head = onnx.load(str(model / "head.onnx"))
-    head.graph.node.append(helper.make_node("ReduceMean", ["anomaly_map"], ["global_score"], axes=[1, 2, 3],
-                                            keepdims=0))
-    head.graph.output.append(helper.make_tensor_value_info("global_score", TensorProto.FLOAT, ["batch"]))
-    onnx.save(head, str(model / "head.onnx"))
-    m = load_manifest(model, verify_files=False)
-    g = m.graph("head")
-    g.sha256 = sha256_file(model / "head.onnx")
-    g.outputs.append(TensorSpec(name="global_score", shape=["batch"]))
-    m.score_fusion = ScoreFusion(global_weight=2.0, global_mean=1.0, global_std=0.5)
-    save_manifest(m, model)
-
-
 def test_score_fusion_adds_score_parts_to_predictions_and_report(tiny_model_dir, category, tmp_path):
     model = _copy_model(tiny_model_dir, tmp_path / "model")
-    _add_global_output(model)
+    add_global_output(model)
     assert "global_score" not in load_manifest(model).extra_outputs  # the runner must ask for it itself
     out = tmp_path / "out"
     m = evaluate(model, category, "widget", out, progress=False)
