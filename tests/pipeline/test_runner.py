@@ -121,7 +121,10 @@ def test_inference_timeout_gives_unknown(tiny_model_dir):
 def test_camera_error_reconnects_without_stale_frames(tiny_model_dir):
     """Lost after 3 frames, the first reopen fails, the second works: the source wrapper reconnects, the
     pipeline reads on; the lost/back events reach the heartbeat at once."""
-    src = ScriptedSource(OK_IMG, count=8, read_errors={3: CameraError("link down")}, reopen_failures=1)
+    # 20 ms between frames: the camera stays "ok" for ~100 ms after it is back, long enough for the heartbeat
+    # thread to wake and read it (with no pause the source ends and closes first, and "ok" is never seen)
+    src = ScriptedSource(OK_IMG, count=8, read_errors={3: CameraError("link down")}, reopen_failures=1,
+                         interval_s=0.02)
     pub = RecordingPublisher(heartbeat_s=5.0)  # no periodic beats: the camera events themselves must send one
     p, pub = run_pipeline(src, backend(tiny_model_dir), settings(mode="lossless"), publisher=pub)
     # no frame invented while the camera was down: one verdict per delivered frame
