@@ -34,7 +34,7 @@ from edge_inspect.manifest import (
 from .config import TrainConfig
 from .flops import count_macs, count_params
 from .model import RSTPM, MapHead
-from .train import cross_fitted, input_spec, load_trained, set_score_stats
+from .train import _progress, cross_fitted, input_spec, load_trained, set_score_stats
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -160,7 +160,7 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
     tensors: dict[str, torch.Tensor] = {"image": x}
     graphs: list[GraphSpec] = []
     total_gmacs = 0.0
-    for name, wrapper, in_names, out_names in _progress(_graphs(model), "exporting graphs"):
+    for name, wrapper, in_names, out_names in _progress(_graphs(model), desc="exporting graphs", leave=False):
         wrapper.eval()
         args = tuple(tensors[n] for n in in_names)
         outs = wrapper(*args)
@@ -234,14 +234,6 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
     return out
 
 
-def _progress(items, desc: str):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return items
-    return tqdm(items, desc=desc, dynamic_ncols=True, leave=False)
-
-
 def _placeholder_calibration():
     """A valid calibration for the in-memory manifest used while scoring; never written to disk."""
     from edge_inspect.manifest import Calibration, ScoreStats
@@ -258,7 +250,7 @@ def _score_files(model_dir: Path, manifest: Manifest, files: list[Path], desc: s
 
     outputs: dict[str, list[np.ndarray]] = {}
     with OnnxRuntimeBackend(model_dir, manifest) as backend:
-        for f in _progress(files, desc):
+        for f in _progress(files, desc=desc, leave=False):
             out = backend.infer({"image": preprocess(load_image(f), manifest.input, channel_order="RGB")})
             for k, v in out.items():
                 outputs.setdefault(k, []).append(np.asarray(v, np.float32))

@@ -89,14 +89,10 @@ def run(args) -> int:
 
 
 def _bar(total: int, desc: str):
-    def wrap(items):
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:  # tqdm comes with the train extra only; a Jetson runtime may lack it
-            return items
-        return tqdm(items, total=total, desc=desc, dynamic_ncols=True, leave=False)
+    """A progress wrapper for ``score_images`` (evaluation.scoring.track: tqdm, or a log line without it)."""
+    from ..evaluation.scoring import track
 
-    return wrap
+    return lambda items: track(items, total, desc)
 
 
 def _teach(args, backend, manifest):

@@ -68,7 +68,7 @@ class Progress:
     """tqdm when installed, else a log line every 10 s."""
 
     def __init__(self, total: int, enabled: bool, desc: str = "eval"):
-        self.total, self.done, self.last = total, 0, time.monotonic()
+        self.total, self.done, self.last, self.desc = total, 0, time.monotonic(), desc
         self.bar = None
         if enabled:
             try:
@@ -85,11 +85,22 @@ class Progress:
             self.bar.update(n)
         elif self.enabled and (time.monotonic() - self.last > 10 or self.done == self.total):
             self.last = time.monotonic()
-            log.info("eval: %d / %d images scored", self.done, self.total)
+            log.info("%s: %d / %d images scored", self.desc, self.done, self.total)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def track(items, total: int, desc: str, enabled: bool = True):
+    """Yield ``items`` while a Progress of ``total`` steps advances with each one."""
+    bar = Progress(total, enabled, desc)
+    try:
+        for item in items:
+            yield item
+            bar.step()
+    finally:
+        bar.close()
 
 
 def _resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
