@@ -38,6 +38,7 @@ from .camera.settings import CameraSettings
 from .errors import ConfigError
 from .health.settings import DriftSettings
 from .pipeline.settings import ModelSettings, PipelineSettings
+from .pipeline.station_settings import CameraEntry, StationSettings
 from .protocol.settings import ControlSettings, PublisherSettings, SecuritySettings
 
 DEFAULT_CONFIG = Path("/etc/edge-inspect/config.toml")
@@ -62,6 +63,9 @@ class Settings(BaseSettings):
     control: ControlSettings = Field(default_factory=ControlSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    # Several cameras in one station (pipeline.station): one [[cameras]] table each; empty: the one [camera].
+    cameras: list[CameraEntry] = Field(default_factory=list)
+    station: StationSettings = Field(default_factory=StationSettings)
 
     @classmethod
     def settings_customise_sources(

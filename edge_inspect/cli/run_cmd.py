@@ -22,6 +22,7 @@ judged as far as the PLC knows, whatever the station decided.
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import threading
 import time
@@ -42,7 +43,9 @@ def register(subparsers) -> None:
         description="Run the inspection line: camera → model → OK/NG verdicts published over ZeroMQ. "
         "Flags override the config file (--config), which overrides EDGE_INSPECT_* environment values.",
     )
-    p.add_argument("--camera", metavar="URI", help="frame source, e.g. synthetic://, dir://PATH, rtsp://..., gige://IP")
+    p.add_argument("--camera", metavar="[ID=]URI", action="append",
+                   help="frame source, e.g. synthetic://, dir://PATH, rtsp://..., gige://IP; give it again for more "
+                   "cameras in one station (one model in memory, batched), optionally named: --camera top=gige://IP")
     p.add_argument("--model", metavar="MODEL_DIR", help="exported model folder (manifest.json + graphs)")
     p.add_argument("--config", metavar="FILE", help="TOML settings file")
     p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], help="inference backend")
@@ -66,7 +69,7 @@ def register(subparsers) -> None:
 def settings_from_args(args):
     """Settings from --config, the environment and the flags (flags win; absent flags change nothing)."""
     overrides = {
-        "camera": {"uri": args.camera, "camera_id": args.camera_id},
+        **camera_overrides(args),
         "model": {"dir": args.model, "backend": args.backend, "image_threshold": args.threshold},
         "pipeline": {"mode": args.mode, "max_frames": args.max_frames, "heatmap": args.heatmap},
         "publisher": {"bind": args.bind},
@@ -76,6 +79,28 @@ def settings_from_args(args):
     if settings.model.dir is None:
         raise ConfigError("no model folder: pass --model MODEL_DIR or set [model] dir in the config")
     return settings
+
+
+def camera_overrides(args) -> dict:
+    """The camera part of the flags: one ``--camera`` sets ``[camera] uri`` (a one-camera run, as ever, and
+    any ``[[cameras]]`` of the config is set aside); several make the station's ``cameras`` list, each
+    ``ID=URI`` or ``URI`` (id derived from the URI), in ``--mode`` or the configured mode."""
+    uris = args.camera or []
+    if len(uris) <= 1:
+        out = {"camera": {"uri": uris[0] if uris else None, "camera_id": args.camera_id}}
+        if uris:
+            out["cameras"] = []
+        return out
+    if args.camera_id is not None:
+        raise ConfigError("--camera-id names the one camera; with several --camera give each as ID=URI")
+    cameras = []
+    for text in uris:
+        head, sep, rest = text.partition("=")
+        if sep and "://" not in head and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", head):
+            cameras.append({"id": head, "uri": rest})
+        else:
+            cameras.append({"uri": text})
+    return {"cameras": cameras}
 
 
 def _collaborators():
@@ -115,6 +140,8 @@ def run(args) -> int:
     settings = settings_from_args(args)
     if not args.verbose:  # the service logs at the configured level; -v/-vv still win
         logging.getLogger().setLevel(settings.log_level)
+    if settings.cameras:
+        return run_station(settings, args)
     open_source, VerdictPublisher, ControlServer, SystemdNotifier = _collaborators()
 
     manifest = load_manifest(settings.model.dir)
@@ -148,8 +175,60 @@ def run(args) -> int:
         _restore_signal_handlers(previous)
 
 
-def _run_and_report(pipeline, control, notifier) -> int:
-    """Start the pipeline, wait until it ends, print the summary; the exit code."""
+def run_station(settings, args) -> int:
+    """``run`` with several cameras (pipeline.station), in the same start-up order as one camera: every
+    camera's thresholds checked, sockets bound, then each camera's model (shared) and camera opened."""
+    from ..manifest import load_manifest
+    from ..pipeline.station import build_station, first_camera_id
+    from ..pipeline.station_settings import camera_entries, camera_settings
+
+    open_source, VerdictPublisher, ControlServer, SystemdNotifier = _collaborators()
+    for cid, entry in camera_entries(settings.cameras):
+        s = camera_settings(settings, cid, entry)
+        if s.model.dir is None:
+            raise ConfigError(f"camera {cid}: no model folder; set model_dir in its [[cameras]] table or --model")
+        try:
+            check_thresholds(s, load_manifest(s.model.dir), args)
+        except ConfigError as exc:
+            raise ConfigError(f"camera {cid}: {exc}") from None
+    publisher = VerdictPublisher(settings.publisher, settings.security, camera_id=first_camera_id(settings))
+    notifier = SystemdNotifier()
+    try:
+        station = build_station(settings, publisher, notifier, open_source=open_source)
+    except BaseException:
+        _close_quietly(publisher, "publisher")
+        _close_quietly(notifier, "systemd notifier")
+        raise
+    control = None
+    if settings.control.enabled:
+        try:
+            control = ControlServer(settings.control, settings.security, target=station, publisher=publisher)
+            control.start()
+        except BaseException:
+            station.stop()  # never started: closes the hub and the publisher
+            _close_quietly(notifier, "systemd notifier")
+            raise
+    previous = _install_signal_handlers(StopSignals(station))
+    try:
+        return _run_and_report(station, control, notifier, format_station_summary)
+    finally:
+        _restore_signal_handlers(previous)
+
+
+def format_station_summary(summary: dict) -> str:
+    """Each camera's summary (format_summary) under its id, then the shared models' batching."""
+    parts = []
+    for cid, s in summary["cameras"].items():
+        body = "\n".join("  " + line for line in format_summary(s).splitlines())
+        parts.append(f"camera {cid}:\n{body}")
+    for m in summary.get("hub", []):
+        parts.append(f"model {m['model_dir']}: {m['images']} frames (warm-ups included) in {m['batches']} "
+                     f"inference calls (mean batch {m['mean_batch']:.2f}) for cameras {', '.join(m['used_by'])}")
+    return "\n".join(parts)
+
+
+def _run_and_report(pipeline, control, notifier, formatter=None) -> int:
+    """Start the pipeline (or station), wait until it ends, print the summary; the exit code."""
     try:
         pipeline.start()  # model, then camera; raises (everything closed) when either cannot work
         while not pipeline.wait(0.2):
@@ -160,7 +239,7 @@ def _run_and_report(pipeline, control, notifier) -> int:
         drained = pipeline.stop(wait=True)
         _close_quietly(notifier, "systemd notifier")
     summary = pipeline.summary()
-    _print_result(format_summary(summary))
+    _print_result((formatter or format_summary)(summary))
     if isinstance(pipeline.fatal_error, EdgeInspectError):  # e.g. the camera needs a missing library
         raise pipeline.fatal_error
     if pipeline.fatal_error is not None:

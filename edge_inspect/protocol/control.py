@@ -8,6 +8,8 @@ A request that fails validation, names an unknown command, or makes the target r
 The target (the pipeline) is called from the control thread, so its methods must be thread-safe:
     status() -> dict; trigger(part_id: str); set_threshold(image: float | None, pixel: float | None);
     reload(model_dir: str). They raise EdgeInspectError subclasses for refusals (the message is replied).
+A request naming a ``camera`` passes it on as ``camera=`` to a target that has several (a station,
+pipeline.station); a one-camera target accepts only its own id.
 
 ``reload`` loads and warms up a model, which takes seconds: it runs on a worker thread, and the control
 thread keeps answering everything else (status, ping, last, ...) meanwhile; the reload's reply is sent
@@ -287,33 +289,49 @@ class ControlServer:
             raise ProtocolError(f"{cmd}: no pipeline attached to this control channel")
         return self.target
 
+    def _camera(self, cmd: str, camera: str | None) -> dict:
+        """The ``camera=`` keyword for the target's method: passed on to a station; for a one-camera target
+        checked against its camera id and dropped."""
+        if camera is None:
+            return {}
+        target = self._need_target(cmd)
+        if hasattr(target, "camera_ids"):
+            return {"camera": camera}
+        own = getattr(getattr(target, "source", None), "camera_id", None)
+        if own is not None and camera != own:
+            raise ProtocolError(f"{cmd}: no camera {camera!r} here; this station has camera {own!r}")
+        return {}
+
     def _dispatch(self, req: ControlRequest) -> Any:
         a = req.args
         if req.cmd == "ping":
             return {"pong": True, "time": format_time(time.time()),
                     "boot_id": self.publisher.boot_id if self.publisher else None}
+        cam = self._camera(req.cmd, a.get("camera")) if req.cmd != "last" else {}
         if req.cmd == "status":
-            status = self._need_target("status").status()
+            status = self._need_target("status").status(**cam)
             if not isinstance(status, dict):
                 raise ProtocolError(f"status: the pipeline returned {type(status).__name__}, not a dict")
             return status
         if req.cmd == "trigger":
-            ret = self._need_target("trigger").trigger(a["part_id"])
+            ret = self._need_target("trigger").trigger(a["part_id"], **cam)
             return ret if isinstance(ret, dict) else {"part_id": a["part_id"]}
         if req.cmd == "set_threshold":
-            ret = self._need_target("set_threshold").set_threshold(a["image"], a["pixel"])
+            ret = self._need_target("set_threshold").set_threshold(a["image"], a["pixel"], **cam)
             return ret if isinstance(ret, dict) else {"image": a["image"], "pixel": a["pixel"]}
         if req.cmd == "reload":
-            ret = self._need_target("reload").reload(a["model_dir"])
+            ret = self._need_target("reload").reload(a["model_dir"], **cam)
             return ret if isinstance(ret, dict) else {"model_dir": a["model_dir"]}
         if req.cmd == "last":
             if self.publisher is None:
                 raise ProtocolError("last: no publisher attached to this control channel")
-            msgs = self.publisher.last(a["since_seq"], a["n"])
+            camera = a.get("camera")
+            msgs = self.publisher.last(a["since_seq"], a["n"], camera) if camera else self.publisher.last(
+                a["since_seq"], a["n"])
             return {
                 "boot_id": self.publisher.boot_id,
                 "line_id": self.publisher.line_id,
-                "camera_id": self.publisher.camera_id,
+                "camera_id": camera or self.publisher.camera_id,
                 "verdicts": [m.body() for m in msgs],
             }
         raise ProtocolError(f"unknown command {req.cmd!r}")  # unreachable: the parser knows the commands

@@ -84,26 +84,32 @@ class _Request(BaseModel):
     id: RequestId = None
 
 
+class _CameraRequest(_Request):
+    """A command aimed at one camera of a station (``camera``: its id); optional with one camera."""
+
+    camera: Id | None = None
+
+
 class PingRequest(_Request):
     """Liveness; the reply carries the station's time and boot_id."""
 
     cmd: Literal["ping"]
 
 
-class StatusRequest(_Request):
+class StatusRequest(_CameraRequest):
     """The pipeline's status (state, counters, thresholds, drift, ...)."""
 
     cmd: Literal["status"]
 
 
-class TriggerRequest(_Request):
+class TriggerRequest(_CameraRequest):
     """Judge the next frame as part ``part_id`` (triggered mode)."""
 
     cmd: Literal["trigger"]
     part_id: PartId
 
 
-class SetThresholdRequest(_Request):
+class SetThresholdRequest(_CameraRequest):
     """New image and/or pixel threshold. Any finite number passes the protocol: the range is the model's
     (fused z-scores may be negative), checked by the pipeline (decision.Thresholds)."""
 
@@ -118,7 +124,7 @@ class SetThresholdRequest(_Request):
         return self
 
 
-class LastRequest(_Request):
+class LastRequest(_CameraRequest):
     """Stored verdicts: frame seq > since_seq, oldest first, at most n (no since_seq: the newest n)."""
 
     cmd: Literal["last"]
@@ -126,7 +132,7 @@ class LastRequest(_Request):
     n: Annotated[int, Strict(), Field(ge=1, le=1000000)] | None = None
 
 
-class ReloadRequest(_Request):
+class ReloadRequest(_CameraRequest):
     """Load another model folder (on the station's disk) without a restart."""
 
     cmd: Literal["reload"]
@@ -170,7 +176,10 @@ class ControlRequest(WireModel):
             req = adapter(RequestBody).validate_python(obj)
         except ValidationError as exc:
             raise ProtocolError(error_line(exc, "request")) from None
-        return cls(cmd=req.cmd, args=req.model_dump(exclude={"cmd", "id"}), id=req.id)
+        args = req.model_dump(exclude={"cmd", "id"})
+        if args.get("camera", "") is None:  # a one-camera request reads as before the camera argument came
+            del args["camera"]
+        return cls(cmd=req.cmd, args=args, id=req.id)
 
 
 def _clip(v: Any) -> Any:
