@@ -34,11 +34,13 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
+from .archive.settings import ArchiveSettings
 from .camera.settings import CameraSettings
 from .errors import ConfigError
 from .health.settings import DriftSettings
 from .pipeline.settings import ModelSettings, PipelineSettings
 from .protocol.settings import ControlSettings, PublisherSettings, SecuritySettings
+from .view.settings import ViewSettings
 
 DEFAULT_CONFIG = Path("/etc/edge-inspect/config.toml")
 ENV_PREFIX = "EDGE_INSPECT_"
@@ -62,6 +64,8 @@ class Settings(BaseSettings):
     control: ControlSettings = Field(default_factory=ControlSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    view: ViewSettings = Field(default_factory=ViewSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
 
     @classmethod
     def settings_customise_sources(
