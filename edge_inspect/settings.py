@@ -34,12 +34,14 @@ from pydantic_settings import (
 )
 from pydantic_settings.exceptions import SettingsError
 
+from .archive.settings import ArchiveSettings
 from .camera.settings import CameraSettings
 from .errors import ConfigError
 from .health.settings import DriftSettings
 from .pipeline.settings import ModelSettings, PipelineSettings
 from .pipeline.station_settings import CameraEntry, StationSettings
 from .protocol.settings import ControlSettings, PublisherSettings, SecuritySettings
+from .view.settings import ViewSettings
 
 DEFAULT_CONFIG = Path("/etc/edge-inspect/config.toml")
 ENV_PREFIX = "EDGE_INSPECT_"
@@ -66,6 +68,8 @@ class Settings(BaseSettings):
     # Several cameras in one station (pipeline.station): one [[cameras]] table each; empty: the one [camera].
     cameras: list[CameraEntry] = Field(default_factory=list)
     station: StationSettings = Field(default_factory=StationSettings)
+    view: ViewSettings = Field(default_factory=ViewSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
 
     @classmethod
     def settings_customise_sources(

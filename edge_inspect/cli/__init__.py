@@ -26,6 +26,7 @@ SUBCOMMANDS = [
     "eval",  # evaluate a model folder on an MVTec-format category
     "predict",  # score a folder or glob of images: overlays, predictions.jsonl/csv
     "run",  # the line: camera -> model -> verdicts over ZeroMQ
+    "archive",  # list / show / export the defect archive kept by run --archive
     "bench",  # model-only vs pipeline throughput
     "listen",  # reference PLC-gateway subscriber
     "keys",  # CURVE key pairs

@@ -3,8 +3,9 @@
 Start-up order, so that nothing is judged or published by a station that cannot run:
   1. settings and thresholds (manifest, ``[model]`` overrides, environment, ``--threshold``), checked against
      the model: an unusable one is one line and exit 2, and nothing is opened;
-  2. every socket is bound: the verdict PUB socket (``--bind``) and the control channel (``--control``); a
-     taken port is one line and exit 2, before the model loads or the camera opens;
+  2. every socket is bound: the live view's port (``--view``; off loopback only with a token), the verdict PUB
+     socket (``--bind``) and the control channel (``--control``); a taken port is one line and exit 2, before
+     the model loads or the camera opens; the archive (``--archive``) is opened and ``--show`` checked too;
   3. the model is loaded and warmed up, then the camera is opened: a camera never seen in this run is not
      retried for ever (one line, exit 1; ``camera.wait_at_start_s`` waits for it); once seen, it is
      reconnected whenever it is lost;
@@ -59,6 +60,10 @@ def register(subparsers) -> None:
     p.add_argument("--heatmap", action="store_true", default=None,
                    help="publish the anomaly heat-map with each verdict")
     p.add_argument("--camera-id", metavar="ID", help="camera id carried in every verdict")
+    p.add_argument("--view", metavar="ADDR:PORT",
+                   help="serve the live view (web page) here, e.g. 127.0.0.1:8080; another address needs [view] token")
+    p.add_argument("--archive", metavar="DIR", help="keep NG parts (and [archive] ok_sample of OK parts) in DIR")
+    p.add_argument("--show", action="store_true", help="show the parts in a local window (needs OpenCV with GUI)")
     control = p.add_mutually_exclusive_group()
     control.add_argument("--control", metavar="ENDPOINT",
                          help="control channel (ROUTER) socket, e.g. tcp://127.0.0.1:5556 (default: control.bind)")
@@ -74,6 +79,8 @@ def settings_from_args(args):
         "pipeline": {"mode": args.mode, "max_frames": args.max_frames, "heatmap": args.heatmap},
         "publisher": {"bind": args.bind},
         "control": {"enabled": False if args.no_control else None, "bind": args.control},
+        "view": {"enabled": True if getattr(args, "view", None) else None, "bind": getattr(args, "view", None)},
+        "archive": {"enabled": True if getattr(args, "archive", None) else None, "dir": getattr(args, "archive", None)},
     }
     settings = load_settings(args.config, overrides)
     if settings.model.dir is None:
@@ -146,16 +153,24 @@ def run(args) -> int:
 
     manifest = load_manifest(settings.model.dir)
     check_thresholds(settings, manifest, args)  # before the backend, camera or sockets are opened
-    backend = open_backend(settings.model.dir, settings.model.backend, manifest=manifest,
-                           threads=settings.model.intra_op_threads)
+    from ._outputs import LineOutputs
+
+    outputs = LineOutputs(settings, show=getattr(args, "show", False))  # view port bound, archive opened
+    try:
+        backend = open_backend(settings.model.dir, settings.model.backend, manifest=manifest,
+                               threads=settings.model.intra_op_threads)
+    except BaseException:
+        outputs.close()
+        raise
     try:
         source = open_source(settings.camera)  # parses the URI; opens nothing yet
         publisher = VerdictPublisher(settings.publisher, settings.security, camera_id=settings.camera.camera_id)
     except BaseException:
         _close_quietly(backend, "backend")
+        outputs.close()
         raise
     notifier = SystemdNotifier()
-    pipeline = Pipeline(source, backend, publisher, settings, notifier=notifier)
+    pipeline = Pipeline(source, backend, publisher, settings, notifier=notifier, observers=outputs.observers)
     control = None
     if settings.control.enabled:
         try:  # bound before the model loads and the camera opens: a taken port judges and publishes nothing
@@ -164,14 +179,17 @@ def run(args) -> int:
         except BaseException:
             pipeline.stop()  # never started: closes the backend and the publisher
             _close_quietly(notifier, "systemd notifier")
+            outputs.close()
             raise
 
     # Installed until the summary is printed: a late repeat of the stop signal (timeout(1) sends two) must
     # meet this handler, not the default one that would kill the process before the summary.
     previous = _install_signal_handlers(StopSignals(pipeline))
     try:
+        outputs.start(pipeline.status)
         return _run_and_report(pipeline, control, notifier)
     finally:
+        outputs.close()  # after the drain: the archive writes what is still queued
         _restore_signal_handlers(previous)
 
 

@@ -4,6 +4,8 @@ methods will do, so tests hand in small fakes).
     VerdictSink  where verdicts go: protocol.publisher.VerdictPublisher (ZeroMQ PUB). It owns the socket,
                  its queue and the heartbeat clock; the pipeline hands it verdicts and a status provider.
     Notifier     the service manager: health.sdnotify.SystemdNotifier (READY=1, WATCHDOG=1, STATUS=).
+    ResultObserver  who else sees each published part (live view, defect archive, local window):
+                 pipeline.observers.ObserverWorker; ``Pipeline.observers`` lists them (empty: none).
 
 The camera side is declared in camera.base (CameraSource, SourceFeatures); the pipeline reads it through
 camera.reconnect.ReconnectingSource, which owns reconnecting and sequence gaps.
@@ -61,3 +63,15 @@ class NullNotifier:
 
     def watchdog_interval_s(self) -> float | None:
         return None
+
+
+@runtime_checkable
+class ResultObserver(Protocol):
+    name: str
+
+    def offer(self, result: Any) -> None:
+        """Take one published part (pipeline.observers.PartResult) from the decide thread: O(1), never
+        blocks, never raises on a full queue (drops are counted by the observer)."""
+
+    def stats(self) -> dict:
+        """The observer's counters (offered, handled, dropped, errors, ...), shown in status()."""

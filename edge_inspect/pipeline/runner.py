@@ -59,7 +59,8 @@ from ..manifest import Manifest
 from ..preprocess import preprocess
 from ..settings import Settings
 from ..verdict import Verdict
-from .interfaces import Notifier, NullNotifier, VerdictSink
+from .interfaces import Notifier, NullNotifier, ResultObserver, VerdictSink
+from .observers import PartResult
 from .stages import END, BackendFactory, InflightGuard, Job, LoadedModel, StageQueue, load_model
 
 log = logging.getLogger(__name__)
@@ -100,10 +101,14 @@ class Pipeline:
       publisher  VerdictSink (pipeline.interfaces); closed at the end.
       notifier   optional Notifier (systemd sd_notify).
       backend_factory  (model_dir, manifest) -> unloaded Backend, used by ``reload``; default: open_backend.
+      observers  ResultObserver list (pipeline.observers): each published part is offered to them from the
+                 decide thread (O(1), no copy); the caller starts and closes them.
     """
 
     def __init__(self, source: FrameSource, backend: Backend, publisher: VerdictSink, settings: Settings | None = None,
-                 notifier: Notifier | None = None, backend_factory: BackendFactory | None = None):
+                 notifier: Notifier | None = None, backend_factory: BackendFactory | None = None,
+                 observers: list[ResultObserver] | None = None):
+        self.observers: list[ResultObserver] = list(observers or [])
         self.settings = settings if settings is not None else Settings()
         self.source = (source if isinstance(source, ReconnectingSource)
                        else ReconnectingSource(source, self.settings.camera))
@@ -523,7 +528,7 @@ class Pipeline:
         job.latency_ms["decide"] = (now - t0) * 1000.0
         job.latency_ms["total"] = (now - job.frame.t_capture) * 1000.0
         verdict.latency_ms = {k: round(v, 3) for k, v in job.latency_ms.items()}
-        self._publish(verdict, model, thresholds)
+        self._publish(verdict, model, thresholds, job)
 
     def _finish_timed_out(self, job: Job) -> None:
         timeout = self.settings.pipeline.infer_timeout_s
@@ -535,9 +540,9 @@ class Pipeline:
         job.latency_ms["total"] = (time.monotonic() - job.frame.t_capture) * 1000.0
         verdict = unknown_verdict(job.frame, f"inference timed out after {timeout:g} s", thresholds,
                                   model.manifest, {k: round(v, 3) for k, v in job.latency_ms.items()})
-        self._publish(verdict, model, thresholds)
+        self._publish(verdict, model, thresholds, job)
 
-    def _publish(self, verdict: Verdict, model: LoadedModel, thresholds: Thresholds) -> None:
+    def _publish(self, verdict: Verdict, model: LoadedModel, thresholds: Thresholds, job: Job | None = None) -> None:
         """Hand ``verdict`` to the publisher, then count it as what was published.
 
         Counted only after the publisher accepted it, with the label the publisher reports it sent (the
@@ -559,6 +564,22 @@ class Pipeline:
             label = verdict.label
         self.stats.mark_verdict(label)
         self._drift.observe(label, verdict.score, thresholds.image, model.manifest.calibration, thresholds)
+        if self.observers and job is not None:
+            self._offer_to_observers(job, verdict, label, model, thresholds)
+
+    def _offer_to_observers(self, job: Job, verdict: Verdict, label: str, model: LoadedModel,
+                            thresholds: Thresholds) -> None:
+        """The published part to each observer (pipeline.observers): references only, O(1) each."""
+        amap = job.outputs.get(model.manifest.map_output) if job.outputs and label != "unknown" else None
+        result = PartResult(job.frame.camera_id, job.frame, verdict, label,
+                            amap[0, 0] if amap is not None and amap.ndim == 4 else None,
+                            thresholds, model.manifest.calibration, self.status)
+        for observer in self.observers:
+            try:
+                observer.offer(result)
+            except Exception:  # an observer must never cost a part
+                log.warning("observer %s refused part %d", getattr(observer, "name", observer), verdict.seq,
+                            exc_info=True)
 
     def _log_publish_error(self, verdict: Verdict, exc: Exception) -> None:
         """Log a refused verdict: every one of the first few (the first with its traceback), then every 100th."""
@@ -629,6 +650,8 @@ class Pipeline:
             "uptime_s": round(time.monotonic() - self._t_started, 3) if self._t_started else 0.0,
             "drift": self._drift.snapshot(),
         }
+        if self.observers:
+            out["observers"] = {o.name: o.stats() for o in self.observers}
         if model is not None:
             out.update(model.describe())
         return out

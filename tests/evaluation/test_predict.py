@@ -15,9 +15,10 @@ import pytest
 from edge_inspect.cli import main
 from edge_inspect.decision import Thresholds
 from edge_inspect.errors import DataError
-from edge_inspect.evaluation.predict import list_inputs, overlay_paths, predict, predict_image, render_overlay
+from edge_inspect.evaluation.predict import list_inputs, overlay_paths, predict, predict_image
 from edge_inspect.evaluation.scoring import scoring_manifest
 from edge_inspect.manifest import load_manifest
+from edge_inspect.overlay import render_overlay
 from tests.fixtures.tiny_model import add_global_output
 
 GREY = 124  # scores ~0 with the tiny model; a white blob scores ~6 (threshold 0.5)
