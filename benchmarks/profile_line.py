@@ -184,7 +184,7 @@ def load_backend(ort, model_dir: Path, manifest: Manifest, threads: int | None,
                  config: dict[str, str] | None) -> OnnxRuntimeBackend:
     """The product backend, loaded. With ``config`` entries (which the backend cannot set) its sessions are
     re-made from the mirrored options plus those entries; ``infer`` is still the backend's own."""
-    be = OnnxRuntimeBackend(model_dir, manifest, providers=CPU, threads=threads)
+    be = OnnxRuntimeBackend(model_dir, manifest, providers=CPU, threads=threads, diagnostics=True, fuse=False)
     be.load()
     if config:
         opts = session_options(ort, threads, config)

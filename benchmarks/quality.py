@@ -63,7 +63,7 @@ def score_test_set(model_dir: Path, root: str, category: str, progress: bool = T
         it = tqdm(samples, desc="scoring", disable=not progress)
     except ImportError:
         it = samples
-    with OnnxRuntimeBackend(model_dir, manifest) as backend:
+    with OnnxRuntimeBackend(model_dir, manifest, diagnostics=True) as backend:
         for s in it:
             img = load_image(s.path)
             t0 = time.perf_counter()

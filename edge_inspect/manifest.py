@@ -25,8 +25,9 @@ from .errors import ManifestError
 # 3: Calibration.threshold_model (the image threshold as a target false-reject rate, with its uncertainty),
 #    score_lower_bound / map_lower_bound (the range a threshold must lie in) and score_fusion (how the
 #    image score splits into map and image-level parts).
-# Version-1 and 2 manifests still load; they have none of the schema-3 fields (all optional).
-SCHEMA_VERSION = 3
+# 4: GraphSpec.precision ("fp32" | "int8-qdq") and Manifest.quantization (how an INT8 model was calibrated).
+# Older manifests still load; they have none of the newer fields (all optional, with defaults).
+SCHEMA_VERSION = 4
 MANIFEST_NAME = "manifest.json"
 
 
@@ -65,6 +66,10 @@ class GraphSpec(_Strict):
     outputs: list[TensorSpec]
     params: int | None = None
     gmacs: float | None = None  # per single 256² image (or the manifest input size)
+    # schema 4: "fp32", or "int8-qdq" (explicit QuantizeLinear/DequantizeLinear: what ONNX Runtime runs on the
+    # CPU and TensorRT's strongly typed INT8 build takes). A string, not a fixed choice, so a runtime meeting a
+    # precision it does not know can refuse it with its own message (backends.onnxrt.check_precision).
+    precision: str = "fp32"
 
     @field_validator("file")
     @classmethod
@@ -229,6 +234,22 @@ class EngineRecord(_Strict):
     max_abs_error: float | None = None
 
 
+class Quantization(_Strict):
+    """How an INT8 (Q/DQ) model folder was made from a float one (schema 4; ``edge-inspect quantize``)."""
+
+    method: str  # "onnxruntime quantize_static, QDQ"
+    weights: str  # "int8 symmetric, per channel"
+    activations: str  # "uint8 asymmetric, per tensor"
+    calibration_method: str  # "MinMax", "Percentile 99.999", ...
+    calibration_source: str  # the good images the activation ranges came from
+    calibration_count: int = Field(ge=1)
+    float_model: str  # model_id and sha256 of the float graphs quantized
+    kept_float: list[str] = Field(default_factory=list)  # nodes / op types left in float, and why
+    onnxruntime_version: str
+    thresholds: str  # how the thresholds were set on INT8 scores
+    quantized_at: str
+
+
 class Provenance(_Strict):
     code_version: str
     created_at: str
@@ -254,6 +275,15 @@ class Manifest(_Strict):
     score_fusion: ScoreFusion | None = None  # schema 3: set when the image score is fused with global_score
     provenance: Provenance
     engines: list[EngineRecord] = Field(default_factory=list)
+    quantization: Quantization | None = None  # schema 4: set for an INT8 model folder
+
+    @property
+    def precision(self) -> str:
+        """The model's precision: "fp32", "int8-qdq", or "mixed (...)" when its graphs differ."""
+        kinds = sorted({g.precision for g in self.graphs})
+        if len(kinds) == 1:
+            return kinds[0]
+        return "mixed (" + ", ".join(f"{g.name} {g.precision}" for g in self.graphs) + ")"
 
     def graph(self, name: str) -> GraphSpec:
         for g in self.graphs:

@@ -280,6 +280,19 @@ class BuildReport:
     end_to_end: dict[str, float] = field(default_factory=dict)  # output name -> max abs error vs ONNX Runtime
 
 
+def check_graph_precision(manifest: Manifest, precision: str) -> None:
+    """Raise EngineError (one line) when the folder's graphs cannot be built at ``precision``: Q/DQ graphs
+    (``int8-qdq``) only as ``int8``, and only with int8 symmetric activations (TensorRT takes no uint8 Q/DQ)."""
+    qdq = [g.name for g in manifest.graphs if g.precision == "int8-qdq"]
+    if qdq and precision != "int8":
+        raise EngineError(f"graphs {', '.join(qdq)} carry INT8 Q/DQ; build them with --precision int8, or build "
+                          "the float model folder")
+    q = manifest.quantization
+    if qdq and q is not None and q.activations.startswith("uint8"):
+        raise EngineError("this INT8 folder was quantized for ONNX Runtime (uint8 activations), which TensorRT "
+                          "cannot build; quantize for TensorRT with 'edge-inspect quantize --activations s8-symmetric'")
+
+
 def build_model(model_dir, options: BuildOptions, force: bool = False, verify_images: str | Path | None = None,
                 env: TrtEnvironment | None = None) -> BuildReport:
     """Build (or reuse) and verify one engine per graph; record them in the manifest.
@@ -293,6 +306,7 @@ def build_model(model_dir, options: BuildOptions, force: bool = False, verify_im
 
     model_dir = Path(model_dir)
     manifest = load_manifest(model_dir)
+    check_graph_precision(manifest, options.precision)
     env = env or probe_environment()
     target = target_of(env)
     plans = plan_builds(model_dir, manifest, options, target, force)

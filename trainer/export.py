@@ -249,7 +249,7 @@ def _score_files(model_dir: Path, manifest: Manifest, files: list[Path], desc: s
     from edge_inspect.preprocess import preprocess
 
     outputs: dict[str, list[np.ndarray]] = {}
-    with OnnxRuntimeBackend(model_dir, manifest) as backend:
+    with OnnxRuntimeBackend(model_dir, manifest, diagnostics=True) as backend:
         for f in _progress(files, desc=desc, leave=False):
             out = backend.infer({"image": preprocess(load_image(f), manifest.input, channel_order="RGB")})
             for k, v in out.items():

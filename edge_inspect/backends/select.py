@@ -17,8 +17,13 @@ log = logging.getLogger(__name__)
 
 
 def open_backend(model_dir: str | Path, name: str = "auto", manifest: Manifest | None = None,
-                 threads: int | None = None) -> Backend:
-    """Return an unloaded Backend for ``model_dir`` (use it as a context manager)."""
+                 threads: int | None = None, diagnostics: bool = False) -> Backend:
+    """Return an unloaded Backend for ``model_dir`` (use it as a context manager).
+
+    ``diagnostics``: also return the manifest's ``extra_outputs`` (evaluation, reports). The line leaves it off:
+    ONNX Runtime then runs only what the score and the anomaly map need. TensorRT engines return the extras
+    either way (they are built per graph, with every output).
+    """
     manifest = manifest or load_manifest(model_dir)
     if name == "auto":
         ok, reason = tensorrt_usable(model_dir, manifest)
@@ -31,7 +36,7 @@ def open_backend(model_dir: str | Path, name: str = "auto", manifest: Manifest |
     if name == "onnxruntime":
         from .onnxrt import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(model_dir, manifest, threads=threads)
+        return OnnxRuntimeBackend(model_dir, manifest, threads=threads, diagnostics=diagnostics)
     if name == "tensorrt":
         from .tensorrt import TensorRTBackend
 

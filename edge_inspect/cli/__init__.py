@@ -23,6 +23,7 @@ SUBCOMMANDS = [
     "train",  # train RSTPM (needs the [train] extra)
     "export",  # export ONNX graphs + manifest (needs [train])
     "calibrate",  # new thresholds from good parts on site, without retraining
+    "quantize",  # INT8 (Q/DQ) model folder from a float one
     "eval",  # evaluate a model folder on an MVTec-format category
     "predict",  # score a folder or glob of images: overlays, predictions.jsonl/csv
     "run",  # the line: camera -> model -> verdicts over ZeroMQ

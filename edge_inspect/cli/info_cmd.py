@@ -49,7 +49,15 @@ def format_manifest(m, model_dir) -> str:
             extra.append(f"{g.params / 1e6:.2f} M params")
         if g.gmacs is not None:
             extra.append(f"{g.gmacs:.2f} GMAC")
+        if g.precision != "fp32":
+            extra.append(g.precision)
         lines.append(f"  {g.name:<14} {g.file:<22} {ins} -> {outs}" + (f"  [{', '.join(extra)}]" if extra else ""))
+    q = m.quantization
+    if q is not None:
+        lines.append(f"quantized: {q.method}; weights {q.weights}; activations {q.activations}; ranges from "
+                     f"{q.calibration_count} images ({q.calibration_method}) of {q.calibration_source}")
+        lines.append(f"  kept float: {'; '.join(q.kept_float) or 'nothing'}")
+        lines.append(f"  thresholds: {q.thresholds}")
     gs = cal.good_scores
     lines += [
         f"image threshold {cal.image_threshold:.6g} ({cal.image_threshold_method})"

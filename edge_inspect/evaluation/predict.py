@@ -282,7 +282,7 @@ def _open_backend(name: str, model_dir: Path, manifest: Manifest):
     if name not in BACKENDS:
         raise ConfigError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")
     try:
-        return open_backend(model_dir, name, manifest=scoring_manifest(manifest))
+        return open_backend(model_dir, name, manifest=scoring_manifest(manifest), diagnostics=True)
     except ImportError as exc:
         raise BackendError(f"backend '{name}' is not available here: {exc}") from exc
 

@@ -59,7 +59,7 @@ def open_backend(backend: str | BackendFactory, model_dir: Path, manifest: Manif
     from ..backends.select import open_backend as open_runtime_backend
 
     try:
-        return open_runtime_backend(model_dir, backend, manifest=manifest)
+        return open_runtime_backend(model_dir, backend, manifest=manifest, diagnostics=True)
     except ImportError as exc:
         raise BackendError(f"backend '{backend}' is not available here: {exc}") from exc
 

@@ -178,7 +178,7 @@ def test_global_score_fuses_on_held_out_statistics(trained, tmp_path):
     z_local = (model.head.image_score(ref["anomaly_map"]) - a) / b
     assert float(ref["score"].mean()) == pytest.approx(0.0, abs=1e-4)
     assert float(z_local.std()) == pytest.approx(1.0, rel=1e-4)
-    with OnnxRuntimeBackend(model_dir, m) as backend:
+    with OnnxRuntimeBackend(model_dir, m, diagnostics=True) as backend:
         got = backend.infer({"image": x})
     np.testing.assert_allclose(got["global_score"], ref["global_score"].numpy(), rtol=SCORE_RTOL)
     np.testing.assert_allclose(got["score"], ref["score"].numpy(), rtol=SCORE_RTOL, atol=SCORE_ATOL)
@@ -219,7 +219,7 @@ def test_cross_fitting_rebuilds_the_graphs_fusion_and_scores_each_fold_on_the_ot
     m = load_manifest(model_dir)
     files = [root / "widget" / p for p in ckpt["data"]["holdout"]]
     x = np.concatenate([preprocess(load_image(p), m.input, channel_order="RGB") for p in files])
-    with OnnxRuntimeBackend(model_dir, m) as backend:
+    with OnnxRuntimeBackend(model_dir, m, diagnostics=True) as backend:
         out = backend.infer({"image": x})
     parts = [torch.from_numpy(np.asarray(out[k], np.float32)) for k in ("rstpm_map", "region_map", "global_score")]
     head = model.head
@@ -241,7 +241,7 @@ def test_export_calibrates_for_a_false_reject_rate_and_records_fusion_and_bounds
     model, _, _ = load_trained(run)
     m = load_manifest(model_dir)
     cal = m.calibration
-    assert m.schema_version == 3
+    assert m.schema_version == 4
     assert cal.threshold_model.target_frr == 0.005 and "cross-fitted" in cal.threshold_model.source
     assert cal.score_lower_bound is None and cal.map_lower_bound is None  # fused z-scores may be negative
     _, _, g_mean, g_std = model.head.score_stats.tolist()
