@@ -59,14 +59,15 @@ class ArchiveStore:
         self.total = self.index.total_bytes(self.station)
         self._next_age_check = 0.0
         self.counters = {"stored": 0, "errors": 0, "disk_full": 0, "evicted": 0}
-        self._ok_seen = 0
+        self._ok_seen: dict[str, int] = {}  # per camera: each camera's OK parts are sampled evenly
         self._db_errors = db_errors()
 
     # ---- what to keep -------------------------------------------------------------------------
 
-    def wants(self, label: str) -> bool:
+    def wants(self, label: str, camera_id: str = "") -> bool:
         """Every NG part; unknown ones when configured; OK parts at ``ok_sample`` (spread evenly: the
-        k-th OK part is kept when floor(k * share) steps up)."""
+        k-th OK part of a camera is kept when floor(k * share) steps up). Counted per camera, so cameras
+        taking turns (a station) are each sampled at the share, not one camera's parts every time."""
         if label == "ng":
             return True
         if label == "unknown":
@@ -74,8 +75,8 @@ class ArchiveStore:
         share = self.settings.ok_sample
         if share <= 0:
             return False
-        self._ok_seen += 1
-        return math.floor(self._ok_seen * share) > math.floor((self._ok_seen - 1) * share)
+        k = self._ok_seen[camera_id] = self._ok_seen.get(camera_id, 0) + 1
+        return math.floor(k * share) > math.floor((k - 1) * share)
 
     # ---- writing ------------------------------------------------------------------------------
 
@@ -254,7 +255,7 @@ class ArchiveWriter(ObserverWorker):
         self.store = store if store is not None else ArchiveStore(settings)
 
     def wants(self, result: PartResult) -> bool:
-        return self.store.wants(result.label)
+        return self.store.wants(result.label, result.camera_id)
 
     def handle(self, result: PartResult) -> None:
         self.store.store(result)

@@ -1,5 +1,6 @@
 """What ``run`` shows and keeps besides the verdicts: the live web view (``--view``), the defect archive
-(``--archive``) and a local window (``--show``), as pipeline observers (pipeline.observers).
+(``--archive``) and a local window (``--show``), as pipeline observers (pipeline.observers), for one camera
+(a Pipeline) or a station of several (a Station offers every camera's parts to the same observers).
 
 Built before the model loads, so a bad setting, a taken view port or a missing GUI is one line and an exit
 code before anything is judged; started once the pipeline exists; closed after it has drained (the archive
@@ -21,7 +22,7 @@ class LineOutputs:
             if show:
                 from ..view.window import ShowWindow
 
-                self.observers.append(ShowWindow(fps=settings.view.fps))
+                self.observers.append(ShowWindow(fps=settings.view.fps, cameras=max(1, len(settings.cameras))))
             if settings.view.enabled:
                 from ..view.live import ViewObserver
                 from ..view.server import ViewServer
@@ -38,7 +39,7 @@ class LineOutputs:
             raise
 
     def start(self, status) -> None:
-        """Start the observer threads and the web server; ``status``: the pipeline's status()."""
+        """Start the observer threads and the web server; ``status``: the pipeline's or the station's status()."""
         for observer in self.observers:
             if hasattr(observer, "attach_status"):
                 observer.attach_status(status)

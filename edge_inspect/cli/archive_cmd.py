@@ -3,6 +3,7 @@
 Usage::
 
     edge-inspect archive list --archive /var/lib/edge-inspect/archive --verdict ng --since 2026-11-26
+    edge-inspect archive list --archive DIR --camera top          # one camera of a station
     edge-inspect archive show 42 --archive DIR
     edge-inspect archive export --archive DIR --verdict ok --out goods/      # then: calibrate --goods goods/test
     edge-inspect archive export --config /etc/edge-inspect/config.toml --verdict ng --min-score 4 --out ng/
@@ -51,7 +52,8 @@ def _common():
     c.add_argument("--until", metavar="TIME", help="only parts captured before TIME")
     c.add_argument("--min-score", type=float, metavar="X", help="only parts scoring at least X")
     c.add_argument("--max-score", type=float, metavar="X", help="only parts scoring at most X")
-    c.add_argument("--camera-id", metavar="ID", help="only this camera's parts")
+    c.add_argument("--camera", "--camera-id", dest="camera_id", metavar="ID",
+                   help="only this camera's parts (its id, as in 'run --camera ID=URI')")
     c.add_argument("--station", metavar="NAME", help="only this station's parts (a shared index)")
     return c
 

@@ -195,7 +195,8 @@ def run(args) -> int:
 
 def run_station(settings, args) -> int:
     """``run`` with several cameras (pipeline.station), in the same start-up order as one camera: every
-    camera's thresholds checked, sockets bound, then each camera's model (shared) and camera opened."""
+    camera's thresholds checked, sockets bound (the live view's too) and the archive opened, then each
+    camera's model (shared) and camera opened. The view, archive and window see every camera's parts."""
     from ..manifest import load_manifest
     from ..pipeline.station import build_station, first_camera_id
     from ..pipeline.station_settings import camera_entries, camera_settings
@@ -209,13 +210,21 @@ def run_station(settings, args) -> int:
             check_thresholds(s, load_manifest(s.model.dir), args)
         except ConfigError as exc:
             raise ConfigError(f"camera {cid}: {exc}") from None
-    publisher = VerdictPublisher(settings.publisher, settings.security, camera_id=first_camera_id(settings))
+    from ._outputs import LineOutputs
+
+    outputs = LineOutputs(settings, show=getattr(args, "show", False))  # view port bound, archive opened
+    try:
+        publisher = VerdictPublisher(settings.publisher, settings.security, camera_id=first_camera_id(settings))
+    except BaseException:
+        outputs.close()
+        raise
     notifier = SystemdNotifier()
     try:
-        station = build_station(settings, publisher, notifier, open_source=open_source)
+        station = build_station(settings, publisher, notifier, open_source=open_source, observers=outputs.observers)
     except BaseException:
         _close_quietly(publisher, "publisher")
         _close_quietly(notifier, "systemd notifier")
+        outputs.close()
         raise
     control = None
     if settings.control.enabled:
@@ -225,11 +234,14 @@ def run_station(settings, args) -> int:
         except BaseException:
             station.stop()  # never started: closes the hub and the publisher
             _close_quietly(notifier, "systemd notifier")
+            outputs.close()
             raise
     previous = _install_signal_handlers(StopSignals(station))
     try:
+        outputs.start(station.status)  # per-camera entries under "cameras" (the view makes a tile of each)
         return _run_and_report(station, control, notifier, format_station_summary)
     finally:
+        outputs.close()  # after the drain: the archive writes what is still queued
         _restore_signal_handlers(previous)
 
 

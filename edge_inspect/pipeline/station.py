@@ -17,6 +17,11 @@ A camera that cannot work (its pipeline fails: a missing library, a crashed stag
 station, as it stops a one-camera ``run``: systemd's Restart= then starts it again. A camera that is lost
 is not a failure: its pipeline reconnects while the others go on.
 
+Result observers (pipeline.observers: the live view, the defect archive, a local window) are shared: every
+camera's Pipeline offers its parts to the same observers, each part carrying its camera id. An observer
+takes parts from one thread at a time (``offer`` is O(1) and not made for concurrent callers), so the
+station hands each camera's pipeline a ``_SerialObserver`` that offers under one lock per observer.
+
 Control commands take an optional camera id; ``trigger``, ``set_threshold`` and ``reload`` must name one
 when the station has several cameras (a threshold or model is a camera's, not the station's).
 """
@@ -74,15 +79,33 @@ class _CameraNotifier:
         return self._station.notifier.watchdog_interval_s()
 
 
+class _SerialObserver:
+    """One shared observer as a camera's Pipeline sees it: ``offer`` under the observer's lock, so the decide
+    threads of several cameras never offer at once (the observers count and replace slots without locks)."""
+
+    def __init__(self, observer, lock: threading.Lock):
+        self.observer, self._lock = observer, lock
+        self.name = observer.name
+
+    def offer(self, result) -> None:
+        with self._lock:
+            self.observer.offer(result)
+
+    def stats(self) -> dict:
+        return self.observer.stats()
+
+
 class Station:
     """N cameras → verdicts on one publisher, through one InferenceHub, under one service.
 
     publisher: a VerdictPublisher (or anything with ``channel(camera_id)`` → VerdictSink and ``close()``);
     closed with the hub once every camera's pipeline has ended. Used like a Pipeline: start / wait / stop /
     abandon / summary / fatal_error, and the control target (status / trigger / set_threshold / reload).
+    observers: result observers shared by every camera (owned by the caller: started and closed there).
     """
 
-    def __init__(self, cameras: list[StationCamera], publisher, hub: InferenceHub, notifier: Notifier | None = None):
+    def __init__(self, cameras: list[StationCamera], publisher, hub: InferenceHub, notifier: Notifier | None = None,
+                 observers: list | None = None):
         if not cameras:
             raise ConfigError("a station needs at least one camera")
         ids = [c.camera_id for c in cameras]
@@ -103,6 +126,8 @@ class Station:
         self._done = threading.Event()
         self._monitor: threading.Thread | None = None
         self._fatal: BaseException | None = None
+        self.observers = list(observers or [])
+        shared = [_SerialObserver(o, threading.Lock()) for o in self.observers]
         self.pipelines: dict[str, Pipeline] = {}
         for cam in cameras:
             model_dir = cam.settings.model.dir
@@ -111,7 +136,8 @@ class Station:
             backend = hub.backend(cam.camera_id, model_dir, load_manifest(model_dir))
             self.pipelines[cam.camera_id] = Pipeline(
                 cam.source, backend, publisher.channel(cam.camera_id), cam.settings,
-                notifier=_CameraNotifier(self, cam.camera_id), backend_factory=hub.factory_for(cam.camera_id))
+                notifier=_CameraNotifier(self, cam.camera_id), backend_factory=hub.factory_for(cam.camera_id),
+                observers=shared)
         self._watchdog_window_s = 3 * _watchdog_pace(self.notifier) + 0.25
 
     @property
@@ -333,9 +359,10 @@ def first_camera_id(settings: Settings) -> str:
 
 
 def build_station(settings: Settings, publisher, notifier: Notifier | None = None, backend_factory=None,
-                  open_source=None) -> Station:
+                  open_source=None, observers: list | None = None) -> Station:
     """A Station for ``settings.cameras`` (pipeline.station_settings): one source and Settings per camera,
-    one hub (``[station]``) over ``backend_factory`` (default: backends.select.open_backend with ``[model]``).
+    one hub (``[station]``) over ``backend_factory`` (default: backends.select.open_backend with ``[model]``),
+    ``observers`` offered every camera's parts (cli._outputs.LineOutputs builds them for ``run``).
     Nothing is opened yet but the publisher given; ConfigError for a bad URI or a camera without a model."""
     from .station_settings import camera_entries, camera_settings
 
@@ -358,7 +385,7 @@ def build_station(settings: Settings, publisher, notifier: Notifier | None = Non
     st = settings.station
     hub = InferenceHub(backend_factory, max_wait_s=st.batch_wait_ms / 1000.0, max_batch=st.max_batch)
     try:
-        return Station(cameras, publisher, hub, notifier)
+        return Station(cameras, publisher, hub, notifier, observers=observers)
     except BaseException:
         hub.close()
         raise

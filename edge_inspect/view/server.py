@@ -2,10 +2,12 @@
 
 Routes (each needs the token when one is set: ``?token=...`` or the ``X-View-Token`` header):
   /              the page (edge_inspect/view/static/index.html: plain HTML + JS, no build step, no CDN)
-  /events        server-sent events: the state as JSON (``LiveState``), the newest one whenever the
-                 client is ready for it (a slow client skips states, it never queues them)
+  /events        server-sent events: the state as JSON (``LiveState``: the line, one tile per camera under
+                 ``cameras``, the NG thumbnails under ``ng``), the newest one whenever the client is ready for
+                 it (a slow client skips states, it never queues them)
   /api/state     the same state once, as JSON
-  /frame.jpg     the newest view frame (heat map and defect boxes drawn); ``?v=`` only defeats caches
+  /frame.jpg     a camera's newest view frame (heat map and defect boxes drawn): ``?camera=ID`` (default: the
+                 first camera); ``?v=`` only defeats caches
   /ng/<key>.jpg  one NG thumbnail (keys are in the state's ``ng`` list)
 
 Loopback by default. Bound to any other address it refuses to start without a token (ConfigError).
@@ -168,7 +170,7 @@ class ViewServer:
 
         class Frame(Base):
             def get(self):
-                jpeg = server.live.frame()
+                jpeg = server.live.frame(self.get_query_argument("camera", None))
                 if jpeg is None:
                     raise tornado.web.HTTPError(404, reason="no frame yet")
                 self.set_header("Content-Type", "image/jpeg")

@@ -20,7 +20,7 @@ class ViewSettings(BaseModel):
     bind: str = "127.0.0.1:8080"  # port 0: any free port (the log says which)
     # Required when ``bind`` is not a loopback address: the page asks ?token=... or the X-View-Token header.
     token: SecretStr | None = None
-    fps: float = Field(default=5.0, gt=0, le=30)  # view frames per second at most (overlay + JPEG in its thread)
+    fps: float = Field(default=5.0, gt=0, le=30)  # view frames per second per camera at most (overlay + JPEG)
     width: int = Field(default=960, ge=64, le=4096)  # view frames are scaled down to this width
     jpeg_quality: int = Field(default=80, ge=10, le=100)
     trend_parts: int = Field(default=300, ge=10, le=100_000)  # the score trend's length in parts

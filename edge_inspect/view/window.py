@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 
 from ..errors import DependencyError
-from ..pipeline.observers import ObserverWorker, PartResult
+from ..pipeline.observers import PartResult
+from .slots import PerCameraLatest
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +40,22 @@ def require_gui() -> str:
     return backend
 
 
-class ShowWindow(ObserverWorker):
-    """The newest part in a highgui window, at most ``fps`` times a second, drawn in the window's thread."""
+class ShowWindow(PerCameraLatest):
+    """The newest part in a highgui window, at most ``fps`` times a second, drawn in the window's thread.
+    A station of several cameras (``cameras`` > 1) gets one window per camera, titled with its id."""
 
     name = "show"
 
-    def __init__(self, fps: float = 10.0, width: int = 1280):
+    def __init__(self, fps: float = 10.0, width: int = 1280, cameras: int = 1):
         require_gui()
-        super().__init__(queue_size=None)
-        self.fps, self.width = fps, width
+        super().__init__()
+        self.fps, self.width, self.cameras = fps, width, cameras
 
     def handle(self, result: PartResult) -> None:
         import cv2
 
         from ..overlay import caption, render_overlay, to_rgb
 
-        t0 = time.monotonic()
         v = result.verdict
         record = {"label": result.label, "score": v.score, "threshold": v.threshold, "regions": v.regions}
         segments = caption(record) if v.score is not None else [(result.label.upper(), True), (v.error or "", False)]
@@ -63,8 +63,9 @@ class ShowWindow(ObserverWorker):
         h, w = rgb.shape[:2]
         if w > self.width:
             rgb = cv2.resize(rgb, (self.width, round(h * self.width / w)), interpolation=cv2.INTER_AREA)
-        cv2.imshow(WINDOW, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        cv2.waitKey(max(1, int((1.0 / self.fps - (time.monotonic() - t0)) * 1000)))
+        title = WINDOW if self.cameras <= 1 else f"{WINDOW}: {result.camera_id}"
+        cv2.imshow(title, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        cv2.waitKey(1)  # lets the window draw; the pace (fps per camera) is PerCameraLatest's
 
     def finish(self) -> None:
         import cv2

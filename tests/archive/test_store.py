@@ -49,6 +49,15 @@ def test_keeps_every_ng_a_spread_sample_of_ok_and_unknown_when_asked(tmp_path):
     assert not make_store(tmp_path / "b").wants("ok")  # default: no OK parts
 
 
+def test_ok_sample_is_spread_over_each_camera_of_a_station(tmp_path):
+    store = make_store(tmp_path, ok_sample=0.5)
+    kept = {"top": 0, "side": 0}
+    for _ in range(50):  # two cameras taking turns: a shared count would keep only one camera's parts
+        for cid in kept:
+            kept[cid] += store.wants("ok", cid)
+    assert kept == {"top": 25, "side": 25}
+
+
 def test_unknown_part_has_image_and_verdict_but_no_overlay(tmp_path, tiny_model_dir):
     store = make_store(tmp_path)
     row = store.index.get(store.store(part(tiny_model_dir, 1, "unknown")))

@@ -47,3 +47,25 @@ def test_show_without_gui_is_one_line_and_exit_3(tiny_model_dir):
     assert out.returncode == 3
     assert out.stderr.strip().splitlines()[-1].startswith("edge-inspect run: error: run --show needs OpenCV with GUI")
     assert "Traceback" not in out.stderr
+
+
+def test_station_run_archives_every_camera_and_list_filters_by_camera(tiny_model_dir, tmp_path, capsys):
+    arch = str(tmp_path / "arch")
+    out = _run("--camera", "top=synthetic://?size=96&defect_rate=0.5&seed=1",
+               "--camera", "side=synthetic://?size=80&defect_rate=0.5&seed=2", "--model", str(tiny_model_dir),
+               "--max-frames", "8", "--mode", "lossless", "--archive", arch, "--view", "127.0.0.1:0")
+    assert out.returncode == 0, out.stderr
+    assert "live view: http://127.0.0.1:" in out.stdout
+    ng = {}
+    for block in out.stdout.split("camera ")[1:]:
+        cid = block.split(":")[0]
+        if cid in ("top", "side"):
+            assert "parts judged: 8" in block
+            ng[cid] = int(block.split("ng ")[1].split(",")[0])
+    assert set(ng) == {"top", "side"} and all(n > 0 for n in ng.values())
+    for cid, flag in (("top", "--camera"), ("side", "--camera-id")):  # --camera-id: the older spelling
+        assert main(["archive", "list", "--archive", arch, "--json", "--verdict", "ng", flag, cid]) == 0
+        rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert len(rows) == ng[cid] and {r["camera_id"] for r in rows} <= {cid}  # every NG part of this camera
+    assert main(["archive", "list", "--archive", arch, "--json", "--verdict", "ng"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == sum(ng.values())

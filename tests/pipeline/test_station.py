@@ -290,3 +290,40 @@ def test_one_camera_control_target_accepts_only_its_own_camera(tiny_model_dir):
         assert p.thresholds.image == 0.5  # nothing changed
     finally:
         p.stop()
+
+
+class OverlapObserver:
+    """A result observer that notes each part's camera, and whether two offers ever ran at once."""
+
+    name = "overlap"
+
+    def __init__(self):
+        self.cameras: list[str] = []
+        self.inside = False
+        self.overlapped = False
+
+    def offer(self, result) -> None:
+        if self.inside:
+            self.overlapped = True
+        self.inside = True
+        time.sleep(0.002)  # widens the window a second decide thread would hit without the station's lock
+        self.cameras.append(result.camera_id)
+        self.inside = False
+
+    def stats(self) -> dict:
+        return {"offered": len(self.cameras)}
+
+
+def test_observers_see_every_cameras_parts_one_offer_at_a_time(tiny_model_dir):
+    cams = [{"id": "top", "uri": "synthetic://?fps=0&size=64&count=40"},
+            {"id": "side", "uri": "synthetic://?fps=0&size=64&count=40&seed=3"}]
+    settings = station_settings(tiny_model_dir, cams, mode="lossless")
+    observer = OverlapObserver()
+    pub = VerdictPublisher(settings.publisher, settings.security, camera_id=first_camera_id(settings))
+    station = build_station(settings, pub, RecordingNotifier(), observers=[observer])
+    station.start()
+    assert station.wait(60), "station did not finish"
+    counts = Counter(observer.cameras)
+    assert counts == {"top": 40, "side": 40}  # every published part of each camera, tagged with its camera
+    assert not observer.overlapped
+    assert station.status("top")["observers"] == {"overlap": {"offered": 80}}  # the one shared observer

@@ -28,8 +28,9 @@ def test_trend_has_every_part_and_thumbs_the_last_ng(tiny_model_dir):
         view.offer(part(tiny_model_dir, seq, "ng" if seq % 3 == 0 else "ok", float(seq)))
     view.handle(view._take(0.1))  # the newest part only: the slot kept one
     version, state = view.live.snapshot()
-    assert [t["seq"] for t in state["trend"]] == list(range(5, 15))  # every part, not only the drawn ones
+    (tile,) = state["cameras"]  # one camera: one tile
+    assert [t["seq"] for t in tile["trend"]] == list(range(5, 15))  # every part, not only the drawn ones
     assert [t["seq"] for t in state["ng"]] == [9, 12]
-    assert state["part"]["seq"] == 14 and version == 1
+    assert tile["part"]["seq"] == 14 and tile["frame"] == 1 and version == 1
     assert all(view.live.thumb(t["key"]) is not None for t in state["ng"])
     assert view.stats()["skipped"] == 14

@@ -61,11 +61,15 @@ def test_routes_token_and_live_state(view_line):
     code, page, ctype = get(base + "?token=s3cret")
     assert code == 200 and ctype.startswith("text/html") and b"EventSource" in page
     state = wait_for(lambda: (s := json.loads(get(base + "api/state", {"X-View-Token": "s3cret"})[1]))
-                     .get("counters", {}).get("verdicts_out", 0) > 5 and s)
-    assert state["part"]["label"] in ("ok", "ng") and state["model"]["model_id"] == "tiny-test-model"
-    assert state["camera"]["state"] == "ok" and state["trend"] and state["calibration"]["image_threshold"] == 0.5
+                     ["cameras"] and s["cameras"][0]["counters"]["verdicts_out"] > 5 and s)
+    (tile,) = state["cameras"]
+    assert tile["id"] == "cam0" and state["state"] == "running"
+    assert tile["part"]["label"] in ("ok", "ng") and tile["model"]["model_id"] == "tiny-test-model"
+    assert tile["camera"]["state"] == "ok" and tile["trend"] and tile["calibration"]["image_threshold"] == 0.5
     code, jpeg, ctype = get(base + "frame.jpg?token=s3cret")
     assert code == 200 and ctype == "image/jpeg" and jpeg[:2] == b"\xff\xd8"
+    assert get(base + "frame.jpg?camera=cam0&token=s3cret")[1][:2] == b"\xff\xd8"
+    assert get(base + "frame.jpg?camera=nope&token=s3cret")[0] == 404
     ng = wait_for(lambda: json.loads(get(base + "api/state?token=s3cret")[1])["ng"])
     assert get(base + f"ng/{ng[-1]['key']}.jpg?token=s3cret")[0] == 200
     assert get(base + "ng/999999.jpg?token=s3cret")[0] == 404
