@@ -241,7 +241,7 @@ def test_export_calibrates_for_a_false_reject_rate_and_records_fusion_and_bounds
     model, _, _ = load_trained(run)
     m = load_manifest(model_dir)
     cal = m.calibration
-    assert m.schema_version == 3
+    assert m.schema_version == 4
     assert cal.threshold_model.target_frr == 0.005 and "cross-fitted" in cal.threshold_model.source
     assert cal.score_lower_bound is None and cal.map_lower_bound is None  # fused z-scores may be negative
     _, _, g_mean, g_std = model.head.score_stats.tolist()
