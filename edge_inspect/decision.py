@@ -1,8 +1,9 @@
 """Backend outputs → Verdict for one frame: label, normalised score, defect regions, heat-map.
 
 Pure functions of their arguments (plus the wall clock for ``t_decision_wall``); no I/O, no state.
-The anomaly map arrives at model resolution (h, w); boxes and areas are scaled back to the
-ORIGINAL camera image, which the preprocessing resized as a whole (aspect ratio not kept).
+The backend outputs arrive as the model made them for ``preprocess``'s input (one row, or one per tile);
+``decide`` first brings them into the camera image's frame (preprocess.restore_outputs: letterbox padding
+cropped, tiles stitched), then scales boxes and areas back to the ORIGINAL camera image.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from .camera.base import Frame
 from .errors import BackendError, ConfigError, ManifestError, ModelError
 from .manifest import Calibration, Manifest, check_threshold
+from .preprocess import restore_outputs
 from .verdict import Region, Verdict
 
 
@@ -151,15 +153,18 @@ def _single(outputs: dict, name: str) -> np.ndarray:
 def decide(outputs: dict, frame: Frame, thresholds: Thresholds, manifest: Manifest,
            min_region_area_px: int = 0, want_heatmap: bool = False, max_regions: int | None = None,
            latency_ms: dict[str, float] | None = None) -> Verdict:
-    """One frame's verdict from the backend outputs of a batch of one.
+    """One frame's verdict from the backend outputs of the frame's ``preprocess`` input.
 
-    outputs: {"score": (1,), "anomaly_map": (1, 1, h, w)} (names from the manifest).
+    outputs: {"score": (1,), "anomaly_map": (1, 1, h, w)} (names from the manifest), or one row per tile
+    when the manifest tiles; they are brought into the image frame here (preprocess.restore_outputs).
     Label: "ng" when the raw score exceeds ``thresholds.image`` else "ok"; defect regions (only for
     "ng") from the map thresholded at ``thresholds.pixel``; heat-map (h, w) float32 in [0, 1]
     normalised like the score but around the pixel threshold. Raises BackendError for missing
     outputs, a batch other than 1 or a non-finite score, ModelError for a non-finite normalised score
     (a broken calibration); the pipeline turns either into "unknown".
     """
+    if manifest.score_output in outputs:
+        outputs = restore_outputs(outputs, frame.image.shape[:2], manifest)
     score_arr = _single(outputs, manifest.score_output).reshape(-1)
     amap = _single(outputs, manifest.map_output)
     if score_arr.size != 1 or amap.ndim != 4 or amap.shape[:2] != (1, 1):

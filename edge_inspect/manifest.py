@@ -25,8 +25,9 @@ from .errors import ManifestError
 # 3: Calibration.threshold_model (the image threshold as a target false-reject rate, with its uncertainty),
 #    score_lower_bound / map_lower_bound (the range a threshold must lie in) and score_fusion (how the
 #    image score splits into map and image-level parts).
-# 4: GraphSpec.precision ("fp32" | "int8-qdq") and Manifest.quantization (how an INT8 model was calibrated).
-# Older manifests still load; they have none of the newer fields (all optional, with defaults).
+# 4: InputSpec.fit / pad_value (aspect-preserving letterbox) and InputSpec.tiles (overlapping tiles);
+#    GraphSpec.precision ("fp32" | "int8-qdq") and Manifest.quantization (how an INT8 model was calibrated).
+# Older manifests still load; they have none of the newer fields (all optional, defaults as before).
 SCHEMA_VERSION = 4
 MANIFEST_NAME = "manifest.json"
 
@@ -35,8 +36,20 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+class TileSpec(_Strict):
+    """Tiling (schema 4): the image at its own resolution is cut into overlapping tiles of the model input's
+    size, run as one batch, and the tile maps are stitched back (edge_inspect.geometry)."""
+
+    overlap: float = Field(0.25, ge=0)  # < 1: fraction of the tile side; >= 1: pixels
+
+
 class InputSpec(_Strict):
-    """How a camera image becomes the network input tensor ``image`` (B, 3, H, W) float32."""
+    """How a camera image becomes the network input tensor ``image`` (B, 3, H, W) float32.
+
+    Placement (edge_inspect.geometry): ``fit`` "stretch" resizes the whole image to (height, width), aspect
+    not kept (schema 1-3); "letterbox" resizes it by one factor to fit and pads the rest with ``pad_value``
+    (0-255, every channel, before normalisation). With ``tiles`` the image is cut into tiles instead.
+    """
 
     name: str = "image"
     height: int = 256
@@ -46,8 +59,16 @@ class InputSpec(_Strict):
     scale: float = 1.0 / 255.0  # applied first: pixel * scale
     mean: list[float] = Field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = Field(default_factory=lambda: [0.229, 0.224, 0.225])
-    resize: Literal["bilinear", "area"] = "bilinear"  # whole image to (height, width), aspect not kept
+    resize: Literal["bilinear", "area"] = "bilinear"  # interpolation of the resize to the model input
     dtype: Literal["float32"] = "float32"
+    # schema 4 (optional: older manifests stretch, untiled)
+    fit: Literal["stretch", "letterbox"] = "stretch"
+    pad_value: int = Field(0, ge=0, le=255)
+    tiles: TileSpec | None = None
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        return (self.height, self.width)
 
 
 class TensorSpec(_Strict):

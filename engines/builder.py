@@ -85,6 +85,12 @@ def plan_builds(model_dir, manifest: Manifest, options: BuildOptions, target: Ta
     if unknown:
         raise ConfigError(f"--fp32-graph names unknown graphs {sorted(unknown)}; the model has "
                           f"{[g.name for g in manifest.graphs]}")
+    if manifest.input.tiles is not None and options.max_batch == 1:
+        # The profile's shapes come from the graphs (non-square inputs need nothing here); only the batch
+        # range must hold all tiles of one part, which the camera image's size decides.
+        log.warning("this model cuts each image into %dx%d tiles that run as one batch; build with --max-batch "
+                    "at least the tiles per part (the backend refuses a larger batch)",
+                    manifest.input.height, manifest.input.width)
     plans = []
     for g in manifest.graphs:
         key = cache_key(g.sha256, target, options)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from edge_inspect.errors import ManifestError, ModelError
@@ -95,3 +96,27 @@ def test_schema_2_folders_still_load_without_the_schema_3_fields(tiny_model_dir,
     (d / "manifest.json").write_text(json.dumps(raw))
     m = load_manifest(d)
     assert m.schema_version == 2 and m.calibration.threshold_model is None and m.score_fusion is None
+
+
+def test_schema_3_folders_load_square_stretched_and_untiled(tiny_model_dir, tmp_path):
+    import cv2
+
+    from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
+    from edge_inspect.preprocess import preprocess, restore_outputs
+
+    d = _copy(tiny_model_dir, tmp_path)
+    raw = json.loads((d / "manifest.json").read_text())
+    raw["schema_version"] = 3
+    for key in ("fit", "pad_value", "tiles"):
+        raw["input"].pop(key)
+    (d / "manifest.json").write_text(json.dumps(raw))
+    m = load_manifest(d)
+    assert m.schema_version == 3 and m.input.fit == "stretch" and m.input.tiles is None
+    image = np.random.default_rng(0).integers(0, 255, (90, 200, 3), dtype=np.uint8)
+    x = preprocess(image, m.input)
+    # as before schema 4: the whole image resized to the input, aspect not kept
+    rgb = cv2.resize(image[:, :, ::-1], (64, 64), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
+    np.testing.assert_allclose(x[0].transpose(1, 2, 0), (rgb - m.input.mean) / np.array(m.input.std), atol=1e-5)
+    with OnnxRuntimeBackend(d, m) as be:
+        out = be.infer({"image": x})
+    assert restore_outputs(out, image.shape[:2], m) is out  # maps at model resolution, as before

@@ -65,7 +65,15 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(**_STRICT, protected_namespaces=())
 
     profile: Literal["edge", "paper"] = Field("edge", description="the profile these defaults came from")
-    image_size: int = Field(256, ge=32, description="model input side in pixels (square)")
+    image_size: tuple[int, int] | None = Field(
+        None, description="model input (height, width) in pixels, multiples of 32; 'HxW' or N for NxN; none: "
+        "chosen from the training images' aspect ratio (trainer.input_shape)")
+    fit: Literal["stretch", "letterbox"] | None = Field(
+        None, description="image to model input: stretch (aspect not kept) or letterbox (aspect kept, padded); "
+        "none: chosen from the training images with the input shape (trainer.input_shape)")
+    tile_overlap: float | None = Field(None, ge=0, description="tile the image at its own resolution into "
+                                       "overlapping model-input tiles (< 1: fraction of the tile, >= 1: pixels); "
+                                       "none: no tiles")
     model: ModelConfig = Field(default_factory=ModelConfig)
     # stage 1: both students; teachers frozen. 50 + 80 epochs (edge): on magnetic_tile with an H100 this
     # trained in 4-6 min; 150 stage-1 epochs improved the student maps but not the final map (issue 3).
@@ -93,6 +101,11 @@ class TrainConfig(BaseModel):
     augment: bool = Field(False, description="random horizontal flips in stage 1 (no teacher-feature cache)")
     seed: int = Field(0, ge=0, description="random seed")
     device: str = Field("auto", description="auto (cuda when available, else cpu), cpu, cuda, cuda:1, mps")
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _height_width(cls, v: Any) -> Any:
+        return parse_image_size(v) if v is not None else None
 
     @field_validator("device")
     @classmethod
@@ -133,6 +146,28 @@ class TrainConfig(BaseModel):
         d.update(top_over)
         d["model"] = {**d["model"], **model_over}
         return TrainConfig.from_dict(d)
+
+
+STRIDE = 32  # the deepest teacher tap's stride: the input must divide into whole stride-32 cells
+
+
+def parse_image_size(v: Any) -> tuple[int, int]:
+    """(height, width) from N, "N", "HxW" or [H, W]; ValueError unless both are positive multiples of STRIDE."""
+    if isinstance(v, str):
+        parts = v.lower().replace("×", "x").split("x")
+        try:
+            v = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"expected HxW (e.g. 64x160) or N, got {v!r}") from None
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = [v]
+    if not isinstance(v, (list, tuple)) or len(v) not in (1, 2) or not all(isinstance(p, int) for p in v):
+        raise ValueError(f"expected HxW (e.g. 64x160) or N, got {v!r}")
+    h, w = (v[0], v[0]) if len(v) == 1 else v
+    if h < STRIDE or w < STRIDE or h % STRIDE or w % STRIDE:
+        raise ValueError(f"height and width must be multiples of {STRIDE} (the teachers' stride-32 taps), "
+                         f"got {h}x{w}")
+    return int(h), int(w)
 
 
 PROFILES: dict[str, TrainConfig] = {

@@ -1,4 +1,4 @@
-"""Training data in memory: good images resized to the model input, as uint8 tensors."""
+"""Training data in memory: good images placed in the model input (stretched, letterboxed or tiled), as uint8."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import torch
 
 from edge_inspect.data.mvtec import Sample, load_image
 from edge_inspect.errors import DataError
+from edge_inspect.geometry import cut_tiles, fit_image, tile_grid
 from edge_inspect.manifest import InputSpec
-from edge_inspect.preprocess import preprocess
+from edge_inspect.preprocess import interpolation, preprocess
 
 # Held-out goods set the threshold: fewer than about 20 cannot pin a 0.5 % false-reject rate (the
 # threshold model's interval says how wide it gets), so small sets give up to a third of their images.
@@ -39,15 +40,18 @@ def split_train_holdout(samples: list[Sample], holdout_fraction: float, max_imag
     return train, holdout
 
 
-def load_rgb_stack(samples: list[Sample] | list[Path], size: int, progress=None) -> np.ndarray:
-    """(N, size, size, 3) uint8 RGB, each whole image (a Sample or a path) resized to the model input."""
-    import cv2
-
-    out = np.empty((len(samples), size, size, 3), np.uint8)
-    for i, s in enumerate(progress(samples) if progress else samples):
+def load_rgb_stack(samples: list[Sample] | list[Path], spec: InputSpec, progress=None) -> np.ndarray:
+    """(N, h, w, 3) uint8 RGB model inputs of image files (Samples or paths), placed as the runtime places
+    them (edge_inspect.geometry): stretched or letterboxed to (spec.height, spec.width), or, when the spec
+    tiles, every tile of every image (N = the total tile count, image by image)."""
+    out = []
+    for s in progress(samples) if progress else samples:
         img = load_image(s.path if isinstance(s, Sample) else s)
-        out[i] = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR) if img.shape[:2] != (size, size) else img
-    return out
+        if spec.tiles is not None:
+            out.extend(cut_tiles(img, tile_grid(img.shape[:2], spec.hw, spec.tiles.overlap), spec.pad_value))
+        else:
+            out.append(fit_image(img, spec.hw, spec.fit, spec.pad_value, interpolation(spec))[0])
+    return np.stack(out) if out else np.empty((0, *spec.hw, 3), np.uint8)
 
 
 def to_input(rgb: np.ndarray, spec: InputSpec) -> torch.Tensor:

@@ -13,12 +13,10 @@ import shutil
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from edge_inspect import __version__
-from edge_inspect.data.mvtec import load_image
 from edge_inspect.errors import ConfigError, ModelError
 from edge_inspect.manifest import (
     GraphSpec,
@@ -33,8 +31,9 @@ from edge_inspect.manifest import (
 
 from .config import TrainConfig
 from .flops import count_macs, count_params
+from .frame_scores import held_out_goods, image_scores, score_files
 from .model import RSTPM, MapHead
-from .train import _progress, cross_fitted, input_spec, load_trained, set_score_stats
+from .train import _progress, input_spec, load_trained, set_score_stats
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -212,15 +211,14 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
                     "retrain with a larger holdout_fraction, or run 'edge-inspect calibrate --goods DIR' on new goods)")
         holdout = [cat_dir / p for p in data["train"][:32]]
         source = f"{len(holdout)} TRAINING goods (no held-out images; optimistic)"
-    parts = _score_files(out, unfinished, holdout, "scoring held-out goods")
-    good_scores, good_maps = cross_fitted(
-        head, *(torch.from_numpy(parts[k]).float() for k in ("rstpm_map", "region_map", "global_score")))
-    good_scores, good_maps = good_scores.numpy(), good_maps.numpy()
+    # scores per image and maps in the image frame (letterbox padding cropped, tiles stitched): trainer.frame_scores
+    good_scores, good_maps = held_out_goods(head, score_files(out, unfinished, holdout, "scoring held-out goods"),
+                                            unfinished)
     defect_scores = defects_source = None
     if defects is not None:
         files, defects_source = defects
         log.info("calibration defects: %s", defects_source)
-        defect_scores = _score_files(out, unfinished, files, "scoring calibration defects")["score"]
+        defect_scores = image_scores(score_files(out, unfinished, files, "scoring calibration defects"), unfinished)
     calibration = calibrate(
         good_scores, defect_scores=defect_scores, good_maps=good_maps, target_frr=target_frr, source=source,
         defects_source=defects_source, score_lower_bound=None if (fused_score or fused_map) else 0.0,
@@ -241,18 +239,3 @@ def _placeholder_calibration():
     z = ScoreStats(count=0, mean=0.0, std=0.0, min=0.0, max=0.0)
     return Calibration(image_threshold=0.0, image_threshold_method="uncalibrated", pixel_threshold=0.0,
                        good_scores=z, norm_min=0.0, norm_max=1.0)
-
-
-def _score_files(model_dir: Path, manifest: Manifest, files: list[Path], desc: str) -> dict[str, np.ndarray]:
-    """Every output of the exported graphs (ONNX Runtime) for image files, stacked: score (N,), maps (N,1,H,W)."""
-    from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
-    from edge_inspect.preprocess import preprocess
-
-    outputs: dict[str, list[np.ndarray]] = {}
-    with OnnxRuntimeBackend(model_dir, manifest, diagnostics=True) as backend:
-        for f in _progress(files, desc=desc, leave=False):
-            out = backend.infer({"image": preprocess(load_image(f), manifest.input, channel_order="RGB")})
-            for k, v in out.items():
-                outputs.setdefault(k, []).append(np.asarray(v, np.float32))
-    return {k: np.concatenate(v).astype(np.float64 if k in ("score", "global_score") else np.float32)
-            for k, v in outputs.items()}

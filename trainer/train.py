@@ -30,6 +30,7 @@ from edge_inspect.manifest import InputSpec
 from .config import TrainConfig
 from .data import load_rgb_stack, split_train_holdout, to_input
 from .gaussian import fit_gaussian
+from .input_shape import resolve_input_shape, spec_for
 from .losses import feature_matching_loss, focal_loss
 from .model import RSTPM
 
@@ -66,8 +67,8 @@ def _dist_info() -> tuple[int, int]:
 
 
 def input_spec(cfg: TrainConfig) -> InputSpec:
-    """ImageNet normalisation at the profile's input size (what the teachers were trained with)."""
-    return InputSpec(height=cfg.image_size, width=cfg.image_size)
+    """The run's model input (trainer.input_shape.spec_for)."""
+    return spec_for(cfg)
 
 
 @torch.no_grad()
@@ -116,13 +117,14 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
     train_samples, holdout = split_train_holdout(cat.train_samples(), cfg.holdout_fraction, cfg.max_train_images,
                                                  cfg.seed)
     log.info("training on %d good images, %d held out for calibration", len(train_samples), len(holdout))
+    cfg = resolve_input_shape(cfg, train_samples)
     spec = input_spec(cfg)
-    rgb = load_rgb_stack(train_samples, cfg.image_size,
+    rgb = load_rgb_stack(train_samples, spec,
                          progress=(lambda it: _progress(it, desc="loading images")) if show else None)
     images = to_input(rgb, spec)
 
     # channels_last: measured 4-7x faster convolutions (depthwise above all) on CPU than NCHW.
-    model = RSTPM(cfg.model, (cfg.image_size, cfg.image_size)).to(device, memory_format=torch.channels_last)
+    model = RSTPM(cfg.model, spec.hw).to(device, memory_format=torch.channels_last)
     students = torch.nn.ModuleList([model.student1, model.student2])
     if cfg.optimizer1 == "sgd":
         opt1 = torch.optim.SGD(students.parameters(), lr=cfg.lr1, momentum=0.9, weight_decay=cfg.weight_decay1)
@@ -315,7 +317,7 @@ def set_score_stats(model: RSTPM, cfg: TrainConfig, holdout: list[Path], train_i
     Gaussians; without them the training images ``train_images`` (N,3,H,W) stand in, with a warning."""
     if holdout:
         bar = (lambda it: _progress(it, desc="loading held-out goods", leave=False)) if show else None
-        images = to_input(load_rgb_stack(holdout, cfg.image_size, progress=bar), input_spec(cfg))
+        images = to_input(load_rgb_stack(holdout, input_spec(cfg), progress=bar), input_spec(cfg))
     elif train_images is not None:
         log.warning("no held-out good images: score statistics come from training images "
                     "(the Gaussians will over-weigh)")
@@ -381,20 +383,23 @@ class _head_stats:
         self.head.score_stats.copy_(self.saved[1])
 
 
-def cross_fitted(head, rstpm: torch.Tensor, region: torch.Tensor, glob: torch.Tensor, folds: int = 10):
+def cross_fitted(head, rstpm: torch.Tensor, region: torch.Tensor, glob: torch.Tensor, folds: int = 10,
+                 groups=None):
     """Held-out scores (N,) and final maps (N,1,H,W) of good images whose statistics also set the fusion.
 
     The fused score standardises its parts with statistics of the held-out goods; scoring those same goods
     with them would make them look tighter than a new part (their z-scores are exactly standardised).
     Each of ``folds`` folds is scored with statistics from the other folds instead, as a new part is.
     Without fusion (both weights 0) nothing is fitted on these images and the scores are the graph's.
+    ``groups`` (N,) ints: rows of one group (the tiles of one image) fall in the same fold; None: one row each.
     """
     n = len(glob)
     if head.region_weight == 0 and head.global_weight == 0:
         maps, scores = fused_outputs(head, rstpm, region, glob, head.map_stats, head.score_stats)
         return scores, maps
-    folds = max(2, min(folds, n))
-    fold_of = torch.arange(n) % folds
+    group = torch.arange(n) if groups is None else torch.as_tensor(np.asarray(groups), dtype=torch.long)
+    folds = max(2, min(folds, int(group.max()) + 1))
+    fold_of = group % folds
     scores, maps = torch.empty(n), torch.empty_like(rstpm)
     for k in range(folds):
         test, rest = fold_of == k, fold_of != k
@@ -436,7 +441,7 @@ def load_trained(run_or_file: str | Path, map_location="cpu") -> tuple[RSTPM, Tr
         cfg = TrainConfig.from_dict(ckpt["config"])
     except Exception as exc:  # corrupt or foreign file
         raise DataError(f"{path}: not an edge-inspect training checkpoint ({exc})") from exc
-    model = RSTPM(cfg.model, (cfg.image_size, cfg.image_size), pretrained=False)
+    model = RSTPM(cfg.model, input_spec(cfg).hw, pretrained=False)
     # Runs trained before the Gaussians existed lack only their buffers; they load with them unfitted.
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)

@@ -37,6 +37,9 @@ def format_manifest(m, model_dir) -> str:
         f"model {m.model_id} v{m.model_version}  profile {m.profile}  schema {m.schema_version}  ({model_dir})",
         f"input '{spec.name}': {spec.layout} {spec.dtype} 1x3x{spec.height}x{spec.width}, {spec.channel_order}, "
         f"resize {spec.resize}, scale {spec.scale:.6g}, mean {spec.mean}, std {spec.std}",
+        "placement: " + (f"{spec.height}x{spec.width} tiles at the image's resolution, overlap {spec.tiles.overlap:g}"
+                         if spec.tiles is not None else spec.fit
+                         + (f", padded with {spec.pad_value}" if spec.fit == "letterbox" else "")),
         f"outputs: score '{m.score_output}', map '{m.map_output}'"
         + (f", extra {m.extra_outputs}" if m.extra_outputs else ""),
         f"graphs ({len(m.graphs)}, run in this order):",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import logging
 import time
 
 from ..errors import ConfigError
@@ -39,7 +40,8 @@ def register(sub) -> None:
     p.add_argument("--epochs1", type=int, metavar="N", help="stage 1 epochs (students)")
     p.add_argument("--epochs2", type=int, metavar="N", help="stage 2 epochs (discriminator)")
     p.add_argument("--max-train-images", type=int, metavar="N", help="subsample the good training images")
-    p.add_argument("--image-size", type=int, metavar="PX", help="model input side in pixels")
+    p.add_argument("--image-size", metavar="HxW", help="model input height x width in pixels (e.g. 256x640), or N "
+                   "for NxN; multiples of 32. Default: chosen from the training images' aspect ratio (logged)")
     p.add_argument("--batch-size", type=int, dest="batch_size1", metavar="N",
                    help="stage 1 batch size (stage 2: --set batch_size2=N)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
@@ -90,6 +92,9 @@ def run(args) -> int:
         over["use_pair2"] = False
     over.update(parse_sets(args.set))
     cfg = config.make_config(args.profile, over)
+    # The input shape chosen from the data is said in one line even without -v (trainer.input_shape).
+    if logging.getLogger("trainer.input_shape").getEffectiveLevel() > logging.INFO:
+        logging.getLogger("trainer.input_shape").setLevel(logging.INFO)
     train_mod = import_trainer("train")
     t0 = time.time()
     final = train_mod.train(cfg, args.data, args.category, args.out, resume=not args.no_resume, progress=not args.quiet)

@@ -94,8 +94,16 @@ def _size_warning(test: list[ImageHeader | None], train: list[ImageHeader | None
     spec = manifest.input
     return (f"{sum(odd.values())} of {len(test)} test images differ in size or aspect ratio from the "
             f"category's train/good images (width x height {_common(odd)}; train/good: {_size_range(ref)}); "
-            f"every image is resized whole to the model input {spec.width}x{spec.height}, so the model sees "
-            "them differently")
+            f"{_placement(spec)}, so the model sees them differently")
+
+
+def _placement(spec) -> str:
+    """How the model input takes an image, in words (edge_inspect.geometry)."""
+    if spec.tiles is not None:
+        return f"every image is cut into {spec.width}x{spec.height} tiles at its own resolution"
+    if spec.fit == "letterbox":
+        return f"every image is scaled to fit the model input {spec.width}x{spec.height} and padded"
+    return f"every image is resized whole to the model input {spec.width}x{spec.height}"
 
 
 def _score_warning(good_scores: Sequence[float], manifest: Manifest) -> str | None:

@@ -180,7 +180,7 @@ def predict_image(backend, manifest: Manifest, thresholds: Thresholds, path: str
     """
     from ..camera.base import Frame
     from ..data.mvtec import load_image
-    from ..preprocess import preprocess
+    from ..preprocess import preprocess, restore_outputs
 
     path = Path(path)
     line_area, line_max = _line_region_defaults()
@@ -202,7 +202,8 @@ def predict_image(backend, manifest: Manifest, thresholds: Thresholds, path: str
         return _unknown(path, "not_judged", str(exc), thresholds)
     record = {"path": str(path), "label": verdict.label, "score": verdict.score, "threshold": verdict.threshold,
               "normalised_score": verdict.normalised_score, "regions": [asdict(r) for r in verdict.regions]}
-    parts = batch_score_parts(out, manifest.score_fusion, np.asarray([verdict.score], np.float64))[0]
+    restored = restore_outputs(out, image.shape[:2], manifest)
+    parts = batch_score_parts(restored, manifest.score_fusion, np.asarray([verdict.score], np.float64))[0]
     if parts is not None:
         record["score_parts"] = parts
     return Prediction(record, None, image, verdict.heatmap, list(verdict.regions))

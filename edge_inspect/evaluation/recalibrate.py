@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..manifest import MANIFEST_NAME, Calibration, Manifest, load_manifest, save_manifest, utc_now
-from ..preprocess import preprocess
+from ..preprocess import preprocess, restore_outputs
 from .calibration import calibrate
 
 log = logging.getLogger(__name__)
@@ -40,22 +40,26 @@ class Recalibration:
 
 def score_images(backend, manifest: Manifest, images: Iterable[np.ndarray], channel_order: str = "RGB",
                  progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """Image scores (N,) float64 and anomaly maps (N, h, w) float32 of (H, W, 3) uint8 images."""
+    """Image scores (N,) float64 and anomaly maps of (H, W, 3) uint8 images: (N, h, w) float32, or a list of
+    (h, w) maps when they differ in size (letterboxed or tiled images of different shapes)."""
     scores, maps = [], []
     for image in progress(images) if progress else images:
         out = backend.infer({manifest.input.name: preprocess(image, manifest.input, channel_order=channel_order)})
+        out = restore_outputs(out, image.shape[:2], manifest)
         scores.append(float(np.asarray(out[manifest.score_output]).reshape(-1)[0]))
         maps.append(np.asarray(out[manifest.map_output], np.float32)[0, 0])
     if not scores:
         raise DataError("no images were scored")
-    return np.asarray(scores, np.float64), np.stack(maps)
+    same = len({m.shape for m in maps}) == 1
+    return np.asarray(scores, np.float64), np.stack(maps) if same else maps
 
 
 def recalibrate(model_dir: str | Path, good_scores: np.ndarray, good_maps: np.ndarray, good_source: str,
                 defect_scores: np.ndarray | None = None, defects_source: str | None = None,
                 target_frr: float = 0.005) -> Recalibration:
     """A new calibration for ``model_dir`` from scores of good parts the model never trained on (N,) and
-    their maps (N, h, w); optionally labelled defects' scores (M,). Nothing is written (see ``write``).
+    their maps ((N, h, w), or a list of (h, w)); optionally labelled defects' scores (M,). Nothing is
+    written (see ``write``).
 
     The score and map lower bounds of the current calibration carry over (they are properties of the
     graphs). Raises ManifestError/ModelError for a bad folder, DataError for bad scores, ConfigError for a

@@ -1,9 +1,11 @@
 """Scoring a test set through a backend: what runs on the line (manifest input spec, ``preprocess``, backend).
 
-The image is resized whole to the model input, so the score does not depend on the original size or aspect
-ratio; ground-truth masks are resized (nearest) to the map. Backends are opened by name (the runtime's
-onnxruntime / tensorrt) or handed in as a factory by the caller: the torch backend lives in the trainer,
-and ``edge-inspect eval --backend torch`` hands it in, so nothing here imports the trainer.
+The image is placed in the model input as the manifest says (stretched, letterboxed or tiled:
+edge_inspect.geometry) and the outputs come back in the image's frame (preprocess.restore_outputs):
+letterbox padding cropped off, tiles stitched. Ground-truth masks are resized (nearest) to that map, so pixel
+metrics compare map and mask over the image's own pixels only, never over padding. Backends are opened by
+name (the runtime's onnxruntime / tensorrt) or handed in as a factory by the caller: the torch backend lives in
+the trainer, and ``edge-inspect eval --backend torch`` hands it in, so nothing here imports the trainer.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 
 from ..errors import BackendError, ConfigError, DataError
 from ..manifest import Manifest, ScoreFusion
-from ..preprocess import preprocess
+from ..preprocess import preprocess, restore_outputs, split_outputs
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,8 @@ BackendFactory = Callable[..., object]  # factory(model_dir, manifest=manifest) 
 
 @dataclass
 class Scored:
-    """One scored test image. ``amap`` (h, w) float32 at map size; ``mask`` (h, w) bool at map size,
+    """One scored test image. ``amap`` (h, w) float32 in the image's frame (model resolution, letterbox
+    padding cropped; image resolution when tiled); ``mask`` (h, w) bool at map size,
     None for good images (all False) and for defect images without a mask file. ``score_parts``
     {"map", "global"} (score units, summing to ``score``) when the manifest has score_fusion, else None."""
 
@@ -175,7 +178,7 @@ def score_samples(backend, manifest: Manifest, samples, batch_size: int = 1, pro
     skipped: list[dict] = []
     per_image_ms: list[float] = []
     infer_ms: list[float] = []
-    pending: list[tuple] = []  # (sample, x, mask at original size, preprocess ms)
+    pending: list[tuple] = []  # (sample, x (n,3,h,w), mask at original size, preprocess ms, image (H, W))
     bar = Progress(len(samples), progress)
 
     def flush() -> None:
@@ -185,11 +188,13 @@ def score_samples(backend, manifest: Manifest, samples, batch_size: int = 1, pro
         t0 = time.perf_counter()
         out = backend.infer({spec.name: batch})
         dt = (time.perf_counter() - t0) * 1e3 / len(pending)
-        scores = np.asarray(out[manifest.score_output], np.float64).reshape(-1)
-        maps = np.asarray(out[manifest.map_output], np.float32)
-        maps = maps.reshape(len(pending), *maps.shape[-2:])
-        parts = batch_score_parts(out, manifest.score_fusion, scores)
-        for (sample, _, mask, pre_ms), score, amap, part in zip(pending, scores, maps, parts, strict=True):
+        per_image = split_outputs(out, [len(p[1]) for p in pending])
+        for (sample, _, mask, pre_ms, image_hw), raw in zip(pending, per_image, strict=True):
+            one = restore_outputs(raw, image_hw, manifest)
+            score = float(np.asarray(one[manifest.score_output], np.float64).reshape(-1)[0])
+            amap = np.asarray(one[manifest.map_output], np.float32)
+            amap = amap.reshape(amap.shape[-2:])
+            part = batch_score_parts(one, manifest.score_fusion, np.asarray([score]))[0]
             if not np.isfinite(score) or not np.isfinite(amap).all():
                 skipped.append({"path": sample.rel_path,
                                 "reason": "the model returned a non-finite score or map"})
@@ -197,7 +202,7 @@ def score_samples(backend, manifest: Manifest, samples, batch_size: int = 1, pro
                 continue
             mask_small = None if mask is None else _resize_mask(mask, amap.shape)
             scored.append(Scored(sample.path, sample.rel_path, sample.defect_type, int(sample.label),
-                                 sample.mask_path, float(score), amap.copy(), mask_small, part))
+                                 sample.mask_path, score, amap.copy(), mask_small, part))
             per_image_ms.append(pre_ms + dt)
             infer_ms.append(dt)
         bar.step(len(pending))
@@ -216,8 +221,8 @@ def score_samples(backend, manifest: Manifest, samples, batch_size: int = 1, pro
                 log.warning("eval: skipped %s: %s", sample.rel_path, exc)
                 bar.step()
                 continue
-            pending.append((sample, x, mask, pre_ms))
-            if len(pending) >= batch_size:
+            pending.append((sample, x, mask, pre_ms, image.shape[:2]))
+            if sum(len(p[1]) for p in pending) >= batch_size:
                 flush()
         flush()
     finally:

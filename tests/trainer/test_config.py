@@ -100,3 +100,32 @@ def test_train_help_shows_defaults(capsys):
     out = capsys.readouterr().out
     assert "(default: edge)" in out and "--list-settings" in out
     assert "(default: None)" not in out and "(default: False)" not in out
+
+
+@pytest.mark.parametrize("given, expected", [(64, (64, 64)), ("64x160", (64, 160)), ("96X32", (96, 32)),
+                                             ([64, 160], (64, 160)), ("256", (256, 256)), (None, None)])
+def test_image_size_is_height_by_width(given, expected):
+    assert make_config("edge", {"image_size": given} if given is not None else {}).image_size == expected
+
+
+@pytest.mark.parametrize("given", [100, "64x100", "16x64", "64x", "wide", [64, 64, 64], True])
+def test_image_size_must_be_multiples_of_32_in_one_line(given):
+    with pytest.raises(ConfigError, match="image_size") as err:
+        make_config("edge", {"image_size": given})
+    assert "\n" not in str(err.value)
+
+
+def test_old_checkpoints_square_int_size_loads_as_height_width():
+    d = make_config("edge").to_dict()
+    d["image_size"] = 256
+    for key in ("fit", "tile_overlap"):
+        d.pop(key)
+    cfg = TrainConfig.from_dict(d)
+    assert cfg.image_size == (256, 256) and cfg.fit is None and cfg.tile_overlap is None
+
+
+def test_cli_refuses_a_bad_image_size_in_one_line(tmp_path, capsys):
+    rc = main(["train", "--data", str(tmp_path), "--category", "x", "--out", str(tmp_path / "r"),
+               "--image-size", "64x100"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "multiples of 32" in err and "Traceback" not in err
