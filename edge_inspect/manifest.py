@@ -280,6 +280,8 @@ class Provenance(_Strict):
     onnx_opset: int | None = None
     run_dir: str | None = None  # the training run exported (for eval --backend torch on the workstation)
     notes: str | None = None
+    # schema 4: how the head settings were chosen on validation, with its figures (trainer.head_select)
+    validation: dict[str, Any] | None = None
 
 
 class Manifest(_Strict):

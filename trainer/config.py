@@ -94,6 +94,17 @@ class TrainConfig(BaseModel):
     focal_gamma: float = Field(2.0, ge=0, description="focusing exponent of the discriminator's focal loss")
     textures_dir: str | None = Field(None, description="folder of texture images for pseudo-anomalies (e.g. DTD); "
                                      "none: built-in textures")
+    line_fraction: float = Field(0.0, ge=0, le=1, description="share of pseudo-anomalies shaped as thin crack-like "
+                                 "lines instead of Perlin blobs")
+    # validation: held-out goods + pseudo-anomalies made on them (trainer.validation); no real defects
+    val_every: int = Field(1, ge=0, description="validation figure every k epochs of each stage, into the history "
+                           "(0 = off)")
+    val_images: int = Field(48, ge=1, description="held-out goods in the per-epoch validation (each also gives "
+                            "a pseudo-anomaly)")
+    keep_best: bool = Field(False, description="keep each stage's epoch that is best on validation, not its last")
+    head_selection: Literal["fixed", "auto"] = Field(
+        "fixed", description="auto: export picks st_exponent, map_sigma, region_weight and global_weight on "
+        "validation (explicit --head values win); fixed: the config's values")
     # data
     max_train_images: int | None = Field(None, ge=2, description="use at most this many good training images")
     holdout_fraction: float = Field(0.2, ge=0, lt=1, description="good images held out for the score statistics "

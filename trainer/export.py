@@ -34,6 +34,7 @@ from .flops import count_macs, count_params
 from .frame_scores import held_out_goods, image_scores, score_files
 from .model import RSTPM, MapHead
 from .train import _progress, input_spec, load_trained, set_score_stats
+from .validation import split_holdout
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -134,20 +135,37 @@ _EXPORT_FILES = {f"{name}.onnx" for name in ("teacher1", "student1", "teacher2",
 
 @torch.no_grad()
 def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | Path | None = None,
-           target_frr: float = 0.005, head_settings: dict | None = None) -> Path:
+           target_frr: float = 0.005, head_settings: dict | None = None, head_auto: bool | None = None) -> Path:
     """Write ``out_dir`` (ONNX graphs + manifest.json) from ``run_dir/model.pt``; returns out_dir.
 
     The image threshold is set for ``target_frr`` (false-reject rate of good parts) from the run's held-out
     good images, scored through the exported graphs and cross-fitted (trainer.train.cross_fitted).
     ``calibration_defects``: a folder of labelled defective images (good/ under it is left out): the escape
     rate at the threshold and the F1-optimal threshold are stored too. ``head_settings`` overrides how maps
-    are combined and scored (keys in HEAD_SETTINGS) without retraining. The manifest is written once, at
+    are combined and scored (keys in HEAD_SETTINGS) without retraining. ``head_auto`` (default: the run's
+    head_selection setting) picks those settings on validation (trainer.head_select), explicit
+    ``head_settings`` win; the choice and its figures go to the manifest's provenance. The manifest is written once, at
     the end: a failed export leaves no loadable folder.
     """
     from edge_inspect.data.mvtec import defect_images
 
     defects = defect_images(calibration_defects) if calibration_defects is not None else None  # refuse early
     model, cfg, ckpt = load_trained(run_dir)
+    selection = None
+    if head_auto if head_auto is not None else cfg.head_selection == "auto":
+        from .head_select import select_head
+
+        unknown = sorted(set(head_settings or {}) - set(HEAD_SETTINGS))
+        if unknown:  # refuse before the search, not after it
+            raise ConfigError(f"only {', '.join(HEAD_SETTINGS)} can change at export (no retraining); "
+                              f"not {', '.join(unknown)}")
+        if "validation" not in ckpt["data"]:
+            # A run from before the split: split its held-out goods now as training does today, so the
+            # goods that choose the head do not also set the threshold (trainer.validation).
+            calib, val, shared = split_holdout(ckpt["data"]["holdout"])
+            ckpt["data"] = {**ckpt["data"], "holdout": calib, "validation": val, "validation_shared": shared}
+        chosen, selection = select_head(model, cfg, ckpt, fixed=head_settings)
+        head_settings = {**chosen, **(head_settings or {})}
     model, cfg = with_head_settings(model, cfg, head_settings, ckpt)
     out = Path(out_dir)
     if out.exists() and any(p.name not in _EXPORT_FILES for p in out.iterdir()):
@@ -200,7 +218,9 @@ def export(run_dir: str | Path, out_dir: str | Path, calibration_defects: str | 
             torch_version=ckpt.get("torch_version"), onnx_opset=OPSET, run_dir=str(Path(run_dir).resolve()),
             notes=f"trained on {len(data['train'])} images of {data['category']}; "
             f"{ckpt['state'].get('history', [{}])[-1]}"
-            + (f"; head settings changed at export: {head_settings}" if head_settings else ""),
+            + (f"; head settings {'chosen on validation' if selection else 'changed'} at export: {head_settings}"
+               if head_settings else ""),
+            validation=selection,
         ),
     )
     # Calibrate on held-out good images through the exported graphs (what runs on the line).

@@ -8,8 +8,10 @@ is filled with a foreign texture blended into the good image:
 A share ``clean_fraction`` of the samples is returned unchanged with an all-zero mask. A share
 ``self_fraction`` of the anomalies takes its texture from the image itself (a jittered crop from
 elsewhere, as CutPaste and NSA do): defects that look like the part's own surface, only displaced,
-darker or brighter. When the good image is grey (all channels equal), textures are made grey too: a
-monochrome camera cannot produce colour defects, so colour must not be the cue that gives them away.
+darker or brighter. A share ``line_fraction`` of the anomalies replaces the Perlin blob with a thin
+crack-like polyline (1-3 px wide), the defect shape blobs never teach. When the good image is grey (all
+channels equal), textures are made grey too: a monochrome camera cannot produce colour defects, so
+colour must not be the cue that gives them away.
 
 Textures come from a folder the user names (any images, searched recursively, e.g. DTD) or, without
 one, from a built-in offline source: procedural textures (noise, stripes, checks, blobs, marble)
@@ -318,11 +320,14 @@ class PseudoAnomalyGenerator:
         cache_mb: float = 512.0,
         self_fraction: float = 0.0,
         match_grey: bool = True,
+        line_fraction: float = 0.0,
     ):
         if not 0.0 <= clean_fraction <= 1.0:
             raise ConfigError(f"clean_fraction must be in [0, 1], got {clean_fraction}")
         if not 0.0 <= self_fraction <= 1.0:
             raise ConfigError(f"self_fraction must be in [0, 1], got {self_fraction}")
+        if not 0.0 <= line_fraction <= 1.0:
+            raise ConfigError(f"line_fraction must be in [0, 1], got {line_fraction}")
         lo, hi = beta_range
         if not 0.0 <= lo <= hi <= 1.0:
             raise ConfigError(f"beta_range must satisfy 0 <= low <= high <= 1, got {beta_range}")
@@ -333,6 +338,7 @@ class PseudoAnomalyGenerator:
             raise ConfigError(f"threshold must be in (-1, 1), got {threshold}")
         self.clean_fraction = float(clean_fraction)
         self.self_fraction = float(self_fraction)
+        self.line_fraction = float(line_fraction)
         self.match_grey = bool(match_grey)
         self.beta_range = (float(lo), float(hi))
         self.perlin_scale_range = (smin, smax)
@@ -450,6 +456,29 @@ class PseudoAnomalyGenerator:
         # keep its top 5 % instead of looping on.
         return noise >= np.quantile(noise, 0.95)
 
+    def line_mask(self, h: int, w: int) -> np.ndarray:
+        """A thin crack-like mask (h, w) bool: a random polyline of 2-6 segments, 1-3 px wide, spanning
+        10-60 % of the image's longer side; never empty."""
+        rng = self.rng
+        length = rng.uniform(0.1, 0.6) * max(h, w)
+        n_seg = int(rng.integers(2, 7))
+        angle = rng.uniform(0, 2 * math.pi)
+        pts = [np.array([rng.uniform(0, w), rng.uniform(0, h)])]
+        for _ in range(n_seg):
+            angle += rng.normal(0, 0.6)  # cracks wander but keep a direction
+            step = length / n_seg * np.array([math.cos(angle), math.sin(angle)])
+            nxt = pts[-1] + step
+            if not (0 <= nxt[0] <= w - 1 and 0 <= nxt[1] <= h - 1):  # turn back at the border, not pile up on it
+                angle += math.pi
+                nxt = pts[-1] - step
+            pts.append(np.clip(nxt, 0, [w - 1, h - 1]))
+        canvas = np.zeros((h, w), np.uint8)
+        poly = np.round(np.stack(pts)).astype(np.int32).reshape(-1, 1, 2)
+        cv2.polylines(canvas, [poly], False, 1, thickness=int(rng.integers(1, 4)), lineType=cv2.LINE_8)
+        if not canvas.any():  # pragma: no cover - polylines always draws its first point
+            canvas[int(pts[0][1]), int(pts[0][0])] = 1
+        return canvas.astype(bool)
+
     # -- sample ---------------------------------------------------------------------------------------
 
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -464,7 +493,8 @@ class PseudoAnomalyGenerator:
         h, w = image.shape[:2]
         if self.rng.random() < self.clean_fraction:
             return image.copy(), np.zeros((h, w), np.float32)
-        mask = self.mask(h, w)
+        line = self.line_fraction > 0 and self.rng.random() < self.line_fraction
+        mask = self.line_mask(h, w) if line else self.mask(h, w)
         inside_img = image[mask].astype(np.float32)
         for _ in range(_TEXTURE_TRIES):
             texture = self.texture(h, w, image)

@@ -33,6 +33,7 @@ from .gaussian import fit_gaussian
 from .input_shape import resolve_input_shape, spec_for
 from .losses import feature_matching_loss, focal_loss
 from .model import RSTPM
+from .validation import EpochValidator, make_validation_set, split_holdout
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -116,7 +117,9 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
     cat = MVTecCategory(data_root, category)
     train_samples, holdout = split_train_holdout(cat.train_samples(), cfg.holdout_fraction, cfg.max_train_images,
                                                  cfg.seed)
-    log.info("training on %d good images, %d held out for calibration", len(train_samples), len(holdout))
+    calib, val_samples, shared = split_holdout(holdout)
+    log.info("training on %d good images; held out: %d for calibration, %d for validation%s", len(train_samples),
+             len(calib), len(val_samples), " (the same images: too few to split)" if shared else "")
     cfg = resolve_input_shape(cfg, train_samples)
     spec = input_spec(cfg)
     rgb = load_rgb_stack(train_samples, spec,
@@ -173,6 +176,37 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
             _teacher_features(model, images[:64], device, max(1, cfg.batch_size1), show)
         else:
             cached = _teacher_features(model, images, device, max(1, cfg.batch_size1), show)
+    validator = None
+    if cfg.val_every and val_samples and (state["stage"] == 1 or state["epoch"] < cfg.epochs2):
+        vset = make_validation_set([s.path for s in val_samples], cfg, spec, limit=cfg.val_images)
+        validator = EpochValidator(model, vset, device, max(2, cfg.batch_size1))
+        log.info("validation: %d held-out goods + a pseudo-anomaly on each, every %d epochs",
+                 len(vset) // 2, cfg.val_every)
+    best = state.setdefault("best", {})
+
+    def validate(stage: int, epochs: int, net: torch.nn.Module) -> None:
+        """The validation figure into the history (every val_every epochs and at the last); with keep_best
+        the best epoch's weights of ``net`` are kept in memory and restored when the stage ends."""
+        if validator is None or rank != 0 or (state["epoch"] % cfg.val_every and state["epoch"] != epochs):
+            return
+        v = validator(stage)
+        state["history"][-1]["val"] = v
+        log.info("stage %d epoch %d/%d validation: image AUROC %.4f, pixel AUROC %.4f (figure %.4f)", stage,
+                 state["epoch"], epochs, v["image_auroc"], v["pixel_auroc"], v["figure"])
+        key = f"stage{stage}"
+        if v["figure"] > best.get(key, {}).get("figure", -1.0):
+            best[key] = {"epoch": state["epoch"], **v}
+            if cfg.keep_best:
+                best_weights[key] = {k: t.detach().clone() for k, t in net.state_dict().items()}
+
+    def restore_best(stage: int, net: torch.nn.Module) -> None:
+        key = f"stage{stage}"
+        if cfg.keep_best and key in best_weights and best[key]["epoch"] != state["epoch"]:
+            net.load_state_dict(best_weights[key])
+            log.info("stage %d: kept epoch %d, best on validation (figure %.4f)", stage, best[key]["epoch"],
+                     best[key]["figure"])
+
+    best_weights: dict[str, dict] = {}  # in memory only: a resumed run keeps the best of what it saw
     while state["stage"] == 1 and state["epoch"] < cfg.epochs1:
         students.train()
         # Cosine decay per epoch, computed from the epoch number so a resumed run gets the same rate.
@@ -208,8 +242,10 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
         state["epoch"] += 1
         state["history"].append({"stage": 1, "epoch": state["epoch"], "loss": float(np.mean(losses))})
         log.info("stage 1 epoch %d/%d loss %.4f", state["epoch"], cfg.epochs1, np.mean(losses))
+        validate(1, cfg.epochs1, students)
         checkpoint()
     if state["stage"] == 1:
+        restore_best(1, students)
         state.update(stage=2, epoch=0, stage1_seconds=time.time() - t0)
         _set_map_normalisation(model, images, device, cfg.batch_size1, show)
         checkpoint()
@@ -221,7 +257,8 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
         from .pseudo_anomaly import PseudoAnomalyGenerator
 
         gen = PseudoAnomalyGenerator(
-            cfg.textures_dir, clean_fraction=cfg.clean_fraction, self_fraction=cfg.self_fraction, seed=cfg.seed + 1
+            cfg.textures_dir, clean_fraction=cfg.clean_fraction, self_fraction=cfg.self_fraction,
+            line_fraction=cfg.line_fraction, seed=cfg.seed + 1,
         )
         maps, targets = _anomaly_pool(model, rgb, gen, spec, device, int(len(rgb) * cfg.pool_factor), cfg.batch_size2,
                                       rng, show)
@@ -255,18 +292,21 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
                 bar.set_postfix(focal_loss=f"{np.mean(losses):.5f}")
             if show and (state["epoch"] % max(1, cfg.epochs2 // 10) == 0 or state["epoch"] == cfg.epochs2):
                 log.info("stage 2 epoch %d/%d focal loss %.5f", state["epoch"], cfg.epochs2, np.mean(losses))
+            validate(2, cfg.epochs2, head.disc)
             if state["epoch"] % 5 == 0:
                 checkpoint()
+        restore_best(2, head.disc)
     state["stage2_seconds"] = time.time() - t0
     model.eval()
-    set_score_stats(model, cfg, [s.path for s in holdout], images, device, show=show)
+    set_score_stats(model, cfg, [s.path for s in calib], images, device, show=show)
 
     final = out / FINAL
     if rank == 0:
         _save(final, {
             "config": cfg.to_dict(), "model": model.state_dict(), "state": state,
             "data": {"root": str(Path(data_root).resolve()), "category": category,
-                     "train": [s.rel_path for s in train_samples], "holdout": [s.rel_path for s in holdout],
+                     "train": [s.rel_path for s in train_samples], "holdout": [s.rel_path for s in calib],
+                     "validation": [s.rel_path for s in val_samples], "validation_shared": shared,
                      "fingerprint": fingerprint(train_samples)},
             "torch_version": torch.__version__,
         })

@@ -20,22 +20,34 @@ def register(sub) -> None:
         "--head", action="append", default=[], metavar="KEY=VALUE",
         help="change how maps are combined without retraining: st_exponent (1 = paper's product, 0 = discriminator "
         "alone), map_sigma (smoothing, input pixels), score_topk, region_weight and global_weight (0 = the paper's "
-        "map and score)",
+        "map and score); 'auto' picks the first four on validation (held-out goods + pseudo-anomalies, never "
+        "test images), other KEY=VALUE given with it win; 'fixed' keeps the run's values (default: the run's "
+        "head_selection setting)",
     )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     export = import_trainer("export")
+    modes = [h for h in args.head if h in ("auto", "fixed")]
     out = export.export(
         args.run, args.out, calibration_defects=args.calibration_defects, target_frr=args.target_frr,
-        head_settings=parse_sets(args.head, "--head"),
+        head_settings=parse_sets([h for h in args.head if h not in modes], "--head"),
+        head_auto=(modes[-1] == "auto") if modes else None,
     )
     from ..manifest import load_manifest
 
     m = load_manifest(out)
     gm = sum(g.gmacs or 0 for g in m.graphs)
     print(f"exported {len(m.graphs)} graphs to {out} ({gm:.2f} GMACs per image)")
+    v = m.provenance.validation
+    if v:
+        c, f = v["configured_figures"], v["selected_figures"]
+        print(f"head chosen on validation ({v['validation_goods']} held-out goods + a pseudo-anomaly each"
+              f"{', shared with calibration' if v['shared_with_calibration'] else ''}): "
+              + ", ".join(f"{k} {val:g}" for k, val in v["selected"].items())
+              + f"; image/pixel AUROC {f['image_auroc']:.4f}/{f['pixel_auroc']:.4f}"
+              + (f" (configured head: {c['image_auroc']:.4f}/{c['pixel_auroc']:.4f})" if c else ""))
     from ..evaluation.recalibrate import describe
 
     print(describe(m.calibration))

@@ -157,3 +157,21 @@ def test_self_textures_come_from_the_image_and_are_visible(part_images):
         assert np.abs(out.astype(np.int16) - image)[mask == 1].mean() > 2.0
     with pytest.raises(Exception, match="self_fraction"):
         PseudoAnomalyGenerator(self_fraction=1.5)
+
+
+def test_line_anomalies_are_thin_cracks(part_images):
+    """With line_fraction=1 every anomaly is a thin line: non-empty, long and narrow (not a blob)."""
+    gen = PseudoAnomalyGenerator(clean_fraction=0.0, line_fraction=1.0, seed=5)
+    blobs = PseudoAnomalyGenerator(clean_fraction=0.0, seed=5)
+    for i in range(12):
+        image = part_images[i % len(part_images)]
+        out, mask = gen(image)
+        assert mask.any() and np.array_equal(out[mask == 0], image[mask == 0])
+        eroded = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8))
+        assert eroded.sum() <= 0.1 * mask.sum()  # at most 3 px wide: a 5x5 erosion leaves (almost) nothing
+        ys, xs = np.nonzero(mask)
+        assert max(np.ptp(ys), np.ptp(xs)) >= 5  # a line, not a dot
+    blob_masks = [blobs(im)[1].astype(np.uint8) for im in part_images * 3]
+    assert any(cv2.erode(m, np.ones((5, 5), np.uint8)).sum() > 0.1 * m.sum() for m in blob_masks)
+    with pytest.raises(Exception, match="line_fraction"):
+        PseudoAnomalyGenerator(line_fraction=-0.1)
