@@ -48,7 +48,7 @@ from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
 from edge_inspect.data.mvtec import MVTecCategory, load_image, load_mask
 from edge_inspect.evaluation import metrics as M
 from edge_inspect.manifest import load_manifest
-from edge_inspect.preprocess import preprocess
+from edge_inspect.preprocess import preprocess, restore_outputs
 
 VARIANTS = {"stpm": "stpm_map", "pairs": "st_map", "rstpm": "rstpm_map", "disc": "disc_prob", "region": "region_map",
             "fused": "anomaly_map"}
@@ -79,11 +79,16 @@ def score_test_set(model_dir: Path, root: str, category: str, progress: bool = T
             t0 = time.perf_counter()
             out = backend.infer({"image": preprocess(img, manifest.input, channel_order="RGB")})
             latency.append((time.perf_counter() - t0) * 1000)
+            # letterbox padding cropped off, tiles stitched: the maps are in the image's frame, then all
+            # brought to the model's (h, w) like the masks below, so every image weighs the same
+            out = restore_outputs(out, img.shape[:2], manifest)
             for v, key in VARIANTS.items():
                 key = key if key in out else FALLBACK.get(key)
                 if key is None:
                     continue
                 m = out[key][0, 0]
+                if m.shape != (h, w):
+                    m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
                 scores[v].append(float(m.max()))
                 maps[v].append(m.astype(np.float32))
             scores["deployed"].append(float(out["score"][0]))
