@@ -31,19 +31,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 RUNNERS = ("cudagraph", "compile", "eager")
 
 
-def build_model(run: str | None, untrained: str | None, image_size: int | None):
-    """(RSTPM in eval mode, input size, what it is)."""
+def build_model(run: str | None, untrained: str | None, image_size: str | None):
+    """(RSTPM in eval mode, input (H, W), what it is)."""
     if run:
-        from trainer.train import load_trained
+        from trainer.train import input_spec, load_trained
 
         model, cfg, _ = load_trained(run)
-        return model, cfg.image_size, f"trained run {run}"
+        return model, input_spec(cfg).hw, f"trained run {run}"
     from trainer.config import make_config
     from trainer.model import RSTPM
 
     cfg = make_config(untrained, {"image_size": image_size} if image_size else None)
-    model = RSTPM(cfg.model, (cfg.image_size, cfg.image_size), pretrained=False).eval()
-    return model, cfg.image_size, f"profile {untrained}, random weights (timing only)"
+    hw = tuple(cfg.image_size) if cfg.image_size else (256, 256)  # unset: what a square data set gets
+    model = RSTPM(cfg.model, hw, pretrained=False).eval()
+    return model, hw, f"profile {untrained}, random weights (timing only)"
 
 
 def stats(samples_s: list[float]) -> dict:
@@ -92,7 +93,7 @@ class Timed:
         return stats(samples)
 
 
-def measure(model, size: int, device: str, dtype_name: str, runner: str, batch: int, runs: int, warmup: int) -> dict:
+def measure(model, size: tuple[int, int], device: str, dtype_name: str, runner: str, batch: int, runs: int, warmup: int) -> dict:
     """Per network and end to end (the five networks chained in one callable) for one batch size."""
     import torch
 
@@ -100,7 +101,7 @@ def measure(model, size: int, device: str, dtype_name: str, runner: str, batch: 
 
     dtype = {"fp16": torch.float16, "fp32": torch.float32}[dtype_name]
     model = model.to(device=device, dtype=dtype)
-    x = torch.randn(batch, 3, size, size, device=device, dtype=dtype)
+    x = torch.randn(batch, 3, *size, device=device, dtype=dtype)
     graphs = _graphs(model)
     res: dict = {"per_network": {}}
     with torch.inference_mode():
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", help="training run folder (model.pt)")
     src.add_argument("--untrained", metavar="PROFILE", help="a profile's networks with random weights")
-    ap.add_argument("--image-size", type=int, help="with --untrained: input size (default: the profile's)")
+    ap.add_argument("--image-size", metavar="HxW", help="with --untrained: input size, HxW or N (default 256x256)")
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--dtype", default=None, choices=["fp16", "fp32"], help="default fp16 on cuda, fp32 on cpu")
     ap.add_argument("--runner", default="cudagraph", choices=RUNNERS)
@@ -150,10 +151,10 @@ def main(argv=None) -> int:
     model, size, what = build_model(args.run, args.untrained, args.image_size)
     device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     result = {"label": "torch proxy, NOT a TensorRT figure", "model": what, "device": device_name,
-              "torch": torch.__version__, "dtype": dtype, "runner": runner, "input": [size, size],
+              "torch": torch.__version__, "dtype": dtype, "runner": runner, "input": list(size),
               "runs": args.runs, "warmup": args.warmup, "batches": {}}
     print(f"GPU latency, torch proxy (NOT TensorRT): {what}; {device_name}, torch {torch.__version__}, {dtype}, "
-          f"{runner}, input {size}x{size}, {args.runs} runs after {args.warmup} warm-up")
+          f"{runner}, input {size[0]}x{size[1]}, {args.runs} runs after {args.warmup} warm-up")
     for batch in args.batch or [1, 8]:
         r = measure(model, size, args.device, dtype, runner, batch, args.runs, args.warmup)
         result["batches"][str(batch)] = r
