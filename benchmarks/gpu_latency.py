@@ -93,7 +93,8 @@ class Timed:
         return stats(samples)
 
 
-def measure(model, size: tuple[int, int], device: str, dtype_name: str, runner: str, batch: int, runs: int, warmup: int) -> dict:
+def measure(model, size: tuple[int, int], device: str, dtype_name: str, runner: str, batch: int, runs: int,
+            warmup: int) -> dict:
     """Per network and end to end (the five networks chained in one callable) for one batch size."""
     import torch
 

@@ -249,12 +249,7 @@ class Station:
 
     # ---- the service manager ---------------------------------------------------------------------
 
-    @staticmethod
-    def _notify(call, *args) -> None:
-        try:
-            call(*args)
-        except Exception:
-            log.debug("%s failed", getattr(call, "__qualname__", call), exc_info=True)
+    _notify = staticmethod(Pipeline._notify)  # a failing sd_notify must not disturb inspection
 
     def _camera_ready(self, camera_id: str) -> None:
         with self._lock:

@@ -214,14 +214,11 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.mark.counterpart
-@pytest.mark.slow
-def test_fake_gige_camera_in_private_network_namespace():
-    reason = _missing()
-    if reason:
-        pytest.skip(reason)
+def run_scenario_offline(script: str, what: str) -> dict:
+    """Run ``python SCRIPT --scenario`` in a private network namespace (nothing can leave the machine) and
+    return the JSON object on its last stdout line; the test fails with its stderr on error or timeout."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = ["unshare", "-n", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" "{__file__}" --scenario']
+    cmd = ["unshare", "-n", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" "{script}" --scenario']
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
                             start_new_session=True)
     try:
@@ -229,9 +226,18 @@ def test_fake_gige_camera_in_private_network_namespace():
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)  # the namespace's processes: scenario and fake camera
         out, err = proc.communicate()
-        pytest.fail(f"GigE scenario timed out:\n{err[-3000:]}")
-    assert proc.returncode == 0, f"GigE scenario failed:\n{err[-4000:]}"
-    res = json.loads(out.strip().splitlines()[-1])
+        pytest.fail(f"{what} timed out:\n{err[-3000:]}")
+    assert proc.returncode == 0, f"{what} failed:\n{err[-4000:]}"
+    return json.loads(out.strip().splitlines()[-1])
+
+
+@pytest.mark.counterpart
+@pytest.mark.slow
+def test_fake_gige_camera_in_private_network_namespace():
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
+    res = run_scenario_offline(__file__, "GigE scenario")
     print("\nfake GigE camera:", json.dumps(res))
     assert max(res["trigger_to_frame_ms"]) < 500
     assert res["free_run_fps"] > 30

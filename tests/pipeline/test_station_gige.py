@@ -8,9 +8,6 @@ so nothing Aravis sends leaves the namespace. Prints one JSON line of what it me
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,23 +74,12 @@ def _scenario() -> dict:
 @pytest.mark.counterpart
 @pytest.mark.slow
 def test_triggered_gige_camera_beside_a_free_running_one():
-    from tests.camera.test_gige import _missing
+    from tests.camera.test_gige import _missing, run_scenario_offline
 
     reason = _missing()
     if reason:
         pytest.skip(reason)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = ["unshare", "-n", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" "{__file__}" --scenario']
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the namespace's processes: scenario and fake camera
-        out, err = proc.communicate()
-        pytest.fail(f"station GigE scenario timed out:\n{err[-3000:]}")
-    assert proc.returncode == 0, f"station GigE scenario failed:\n{err[-4000:]}"
-    res = json.loads(out.strip().splitlines()[-1])
+    res = run_scenario_offline(__file__, "station GigE scenario")
     print("\nstation with a fake GigE camera:", json.dumps(res))
     assert res["gv0_part_ids"] == res["parts"]  # one verdict per trigger, none extra, in order
     c = res["gv0"]
