@@ -37,7 +37,8 @@ class PartResult:
 
     frame        the camera frame: image (H, W, 3) uint8 BGR or (H, W) mono, as captured.
     verdict      the verdict handed to the publisher; ``label`` is the label the publisher sent.
-    anomaly_map  (h, w) float32 raw map (map units) at model resolution, or None (unknown verdict).
+    anomaly_map  (h, w) float32 raw map (map units) at model resolution, in the frame's geometry (letterbox
+                 padding cropped, tiles stitched: preprocess.restore_outputs), or None (unknown verdict).
     status       the pipeline's ``status()`` (counters, fps, camera, model): call it from the observer's
                  thread, at the observer's pace (a full snapshot computes percentiles: not per part).
     """

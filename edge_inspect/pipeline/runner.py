@@ -56,7 +56,7 @@ from ..health.drift import DriftMonitor
 from ..health.memory import release_free_memory
 from ..health.stats import DropWatch, PeriodicReporter, PipelineStats
 from ..manifest import Manifest
-from ..preprocess import preprocess
+from ..preprocess import preprocess, restore_outputs
 from ..settings import Settings
 from ..verdict import Verdict
 from .interfaces import Notifier, NullNotifier, ResultObserver, VerdictSink
@@ -570,7 +570,12 @@ class Pipeline:
     def _offer_to_observers(self, job: Job, verdict: Verdict, label: str, model: LoadedModel,
                             thresholds: Thresholds) -> None:
         """The published part to each observer (pipeline.observers): references only, O(1) each."""
-        amap = job.outputs.get(model.manifest.map_output) if job.outputs and label != "unknown" else None
+        outputs = job.outputs if job.outputs and label != "unknown" else None
+        if outputs is not None and (model.manifest.input.tiles is not None or model.manifest.input.fit != "stretch"):
+            # the map in the frame's own geometry (letterbox padding cropped: a view; tiles stitched: a few ms,
+            # paid only by tiled models with an observer attached), so overlays sit on the part
+            outputs = restore_outputs(outputs, job.frame.image.shape[:2], model.manifest)
+        amap = outputs.get(model.manifest.map_output) if outputs is not None else None
         result = PartResult(job.frame.camera_id, job.frame, verdict, label,
                             amap[0, 0] if amap is not None and amap.ndim == 4 else None,
                             thresholds, model.manifest.calibration, self.status)

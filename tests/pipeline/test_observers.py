@@ -138,3 +138,22 @@ def test_worker_thread_runs_nicer_than_the_line():
     w.close()
     base = os.getpriority(os.PRIO_PROCESS, 0)
     assert seen == [min(19, base + 10)]
+
+
+def test_a_letterboxed_models_map_reaches_observers_in_the_frames_geometry(tiny_model_dir, tmp_path):
+    import shutil
+
+    from edge_inspect.manifest import load_manifest, save_manifest
+
+    model_dir = tmp_path / "letterbox"
+    shutil.copytree(tiny_model_dir, model_dir)
+    m = load_manifest(model_dir)
+    save_manifest(m.model_copy(update={"input": m.input.model_copy(update={"fit": "letterbox"})}), model_dir)
+    rec = Recorder()
+    src = ScriptedSource([OK_IMG, NG_IMG], count=4)  # 120 x 200 frames into a 64 x 64 input: padded above and below
+    p = Pipeline(src, backend(model_dir), RecordingPublisher(), settings(mode="lossless"), observers=[rec])
+    p.start()
+    assert p.wait(20)
+    h, w = rec.results[1].anomaly_map.shape
+    assert w == 64 and abs(h / w - 120 / 200) < 0.05  # padding cropped off: the map has the part's aspect
+    assert rec.results[1].heatmap().shape == (h, w)
