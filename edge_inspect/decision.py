@@ -165,6 +165,15 @@ def decide(outputs: dict, frame: Frame, thresholds: Thresholds, manifest: Manife
     """
     if manifest.score_output in outputs:
         outputs = restore_outputs(outputs, frame.image.shape[:2], manifest)
+    return decide_restored(outputs, frame, thresholds, manifest, min_region_area_px, want_heatmap, max_regions,
+                           latency_ms)
+
+
+def decide_restored(outputs: dict, frame: Frame, thresholds: Thresholds, manifest: Manifest,
+                    min_region_area_px: int = 0, want_heatmap: bool = False, max_regions: int | None = None,
+                    latency_ms: dict[str, float] | None = None) -> Verdict:
+    """``decide`` for outputs already in the image's frame (``restore_outputs`` done by a caller that keeps
+    them for other uses too: the line's observers, predict's score parts), so no part is restored twice."""
     score_arr = _single(outputs, manifest.score_output).reshape(-1)
     amap = _single(outputs, manifest.map_output)
     if score_arr.size != 1 or amap.ndim != 4 or amap.shape[:2] != (1, 1):

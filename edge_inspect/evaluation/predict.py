@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..decision import Thresholds, decide
+from ..decision import Thresholds, decide_restored
 from ..errors import BackendError, ConfigError, DataError, ModelError
 from ..manifest import Manifest, load_manifest
 from ..overlay import caption, render_overlay
@@ -195,14 +195,14 @@ def predict_image(backend, manifest: Manifest, thresholds: Thresholds, path: str
     out = backend.infer({manifest.input.name: x})
     frame = Frame(camera_id="predict", seq=seq, t_capture=time.monotonic(), t_wall=time.time(), image=image)
     try:
-        verdict = decide(out, frame, thresholds, manifest, min_region_area_px=min_area, want_heatmap=True,
-                         max_regions=most)
+        restored = restore_outputs(out, image.shape[:2], manifest)  # once: the verdict and the score parts
+        verdict = decide_restored(restored, frame, thresholds, manifest, min_region_area_px=min_area,
+                                  want_heatmap=True, max_regions=most)
     except (BackendError, ModelError) as exc:  # a non-finite score: "unknown" on the line as well
         log.info("predict: %s not judged: %s", path, exc)
         return _unknown(path, "not_judged", str(exc), thresholds)
     record = {"path": str(path), "label": verdict.label, "score": verdict.score, "threshold": verdict.threshold,
               "normalised_score": verdict.normalised_score, "regions": [asdict(r) for r in verdict.regions]}
-    restored = restore_outputs(out, image.shape[:2], manifest)
     parts = batch_score_parts(restored, manifest.score_fusion, np.asarray([verdict.score], np.float64))[0]
     if parts is not None:
         record["score_parts"] = parts

@@ -50,7 +50,7 @@ from pathlib import Path
 from ..backends.base import Backend
 from ..camera.base import EndOfStream, FrameSource
 from ..camera.reconnect import ReconnectingSource
-from ..decision import Thresholds, decide, unknown_verdict
+from ..decision import Thresholds, decide_restored, unknown_verdict
 from ..errors import CameraError, ConfigError, DependencyError, ModelError
 from ..health.drift import DriftMonitor
 from ..health.memory import release_free_memory
@@ -517,9 +517,12 @@ class Pipeline:
         else:
             p = self.settings.pipeline
             try:
-                verdict = decide(job.outputs, job.frame, thresholds, model.manifest,
-                                 min_region_area_px=p.min_region_area_px, want_heatmap=p.heatmap,
-                                 max_regions=p.max_regions)
+                # into the frame's geometry once: the verdict and the observers use the same restored outputs
+                if model.manifest.score_output in job.outputs:
+                    job.outputs = restore_outputs(job.outputs, job.frame.image.shape[:2], model.manifest)
+                verdict = decide_restored(job.outputs, job.frame, thresholds, model.manifest,
+                                          min_region_area_px=p.min_region_area_px, want_heatmap=p.heatmap,
+                                          max_regions=p.max_regions)
             except Exception as exc:  # noqa: BLE001 - a decision bug on odd outputs: an "unknown" verdict, not a dead line
                 self.stats.incr("errors")
                 log.warning("frame %d: decision failed: %s", job.frame.seq, exc)
@@ -570,12 +573,8 @@ class Pipeline:
     def _offer_to_observers(self, job: Job, verdict: Verdict, label: str, model: LoadedModel,
                             thresholds: Thresholds) -> None:
         """The published part to each observer (pipeline.observers): references only, O(1) each."""
-        outputs = job.outputs if job.outputs and label != "unknown" else None
-        if outputs is not None and (model.manifest.input.tiles is not None or model.manifest.input.fit != "stretch"):
-            # the map in the frame's own geometry (letterbox padding cropped: a view; tiles stitched: a few ms,
-            # paid only by tiled models with an observer attached), so overlays sit on the part
-            outputs = restore_outputs(outputs, job.frame.image.shape[:2], model.manifest)
-        amap = outputs.get(model.manifest.map_output) if outputs is not None else None
+        # job.outputs were brought into the frame's geometry in _finish, so overlays sit on the part
+        amap = job.outputs.get(model.manifest.map_output) if job.outputs and label != "unknown" else None
         result = PartResult(job.frame.camera_id, job.frame, verdict, label,
                             amap[0, 0] if amap is not None and amap.ndim == 4 else None,
                             thresholds, model.manifest.calibration, self.status)
