@@ -446,66 +446,19 @@ def nchwc_ab(ort, model_dir: Path, manifest: Manifest, feeds: dict, setting: tup
     return out
 
 
-def merged_line_graph(model_dir: Path, manifest: Manifest):
-    """The five graphs joined in memory into one ONNX graph (image -> the head's outputs), or (None, why).
-
-    The tensors the manifest names (image, the features, the head's outputs) keep their names; every
-    other name is prefixed with its graph's name so the graphs' internals cannot collide.
-    """
-    try:
-        import onnx
-        from onnx import helper
-    except ImportError:
-        return None, "onnx is not installed"
-    keep = {manifest.input.name} | {t.name for g in manifest.graphs for t in (*g.inputs, *g.outputs)}
-    nodes, inits, infos, opsets = [], [], [], {}
-    image_vi, last = None, None
-    for g in manifest.graphs:
-        mod = onnx.load(str(Path(model_dir) / g.file))
-        for o in mod.opset_import:
-            if opsets.setdefault(o.domain, o.version) != o.version:
-                return None, f"graphs use different opset versions for domain '{o.domain}'"
-        pre = g.name + "/"
-
-        def ren(name: str, pre: str = pre) -> str:
-            return name if (not name or name in keep) else pre + name
-
-        for n in mod.graph.node:
-            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
-                return None, f"graph '{g.name}' has control flow (subgraphs); not merged"
-            n.input[:] = [ren(i) for i in n.input]
-            n.output[:] = [ren(o) for o in n.output]
-            n.name = pre + n.name
-            nodes.append(n)
-        for t in mod.graph.initializer:
-            t.name = ren(t.name)
-            inits.append(t)
-        for v in mod.graph.value_info:
-            v.name = ren(v.name)
-            infos.append(v)
-        image_vi = image_vi or next((i for i in mod.graph.input if i.name == manifest.input.name), None)
-        last = mod
-    if image_vi is None or last is None:
-        return None, "no graph reads the model input"
-    graph = helper.make_graph(nodes, "line", [image_vi], list(last.graph.output), inits, value_info=infos)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
-    model.ir_version = last.ir_version
-    return model, f"{len(nodes)} nodes, opsets {opsets}"
-
-
 def merged_ab(ort, model_dir: Path, manifest: Manifest, x: np.ndarray, reference: dict, settings: dict,
               runs: int) -> dict:
-    """One session for the whole line (all outputs, and cut to score + anomaly_map) under each thread setting."""
-    model, how = merged_line_graph(model_dir, manifest)
-    res: dict = {"how": how}
-    if model is None:
-        return res
-    import onnx.utils
+    """One session for the whole line (all outputs, and cut to score + anomaly_map) under each thread setting:
+    the product's join (edge_inspect.backends.line_graph), so this measures what the backend runs."""
+    from edge_inspect.backends.line_graph import CannotJoin, line_graph_bytes, line_outputs
 
     keep = deciding_outputs(manifest)
-    variants = {"merged, all outputs": model.SerializeToString(),
-                "merged, cut to score+map": onnx.utils.Extractor(model).extract_model(
-                    [manifest.input.name], keep).SerializeToString()}
+    try:
+        variants = {"merged, all outputs": line_graph_bytes(model_dir, manifest, line_outputs(manifest, True)),
+                    "merged, cut to score+map": line_graph_bytes(model_dir, manifest, keep)}
+    except CannotJoin as exc:
+        return {"how": f"not merged: {exc}"}
+    res: dict = {"how": "edge_inspect.backends.line_graph"}
     feed = {manifest.input.name: x}
     fns, diffs = {}, {}
     for vname, blob in variants.items():
