@@ -15,7 +15,7 @@ import torch
 
 from edge_inspect.data.mvtec import load_image
 from edge_inspect.manifest import Manifest
-from edge_inspect.preprocess import preprocess, restore_outputs
+from edge_inspect.preprocess import preprocess, restore_outputs, split_outputs
 
 from .train import _progress, cross_fitted
 
@@ -37,10 +37,8 @@ class FileScores:
     def image_outputs(self, manifest: Manifest, rows: dict[str, np.ndarray] | None = None) -> list[dict]:
         """Per file, its outputs in the image frame (restore_outputs) of ``rows`` (default: the graphs')."""
         rows = self.rows if rows is None else rows
-        ends = np.cumsum(self.counts)
-        starts = ends - np.asarray(self.counts)
-        return [restore_outputs({k: v[a:b] for k, v in rows.items()}, hw, manifest)
-                for a, b, hw in zip(starts, ends, self.image_hws, strict=True)]
+        return [restore_outputs(one, hw, manifest)
+                for one, hw in zip(split_outputs(rows, self.counts), self.image_hws, strict=True)]
 
 
 def score_files(model_dir: Path, manifest: Manifest, files: list[Path], desc: str) -> FileScores:

@@ -171,26 +171,7 @@ def run(args) -> int:
         raise
     notifier = SystemdNotifier()
     pipeline = Pipeline(source, backend, publisher, settings, notifier=notifier, observers=outputs.observers)
-    control = None
-    if settings.control.enabled:
-        try:  # bound before the model loads and the camera opens: a taken port judges and publishes nothing
-            control = ControlServer(settings.control, settings.security, target=pipeline, publisher=publisher)
-            control.start()
-        except BaseException:
-            pipeline.stop()  # never started: closes the backend and the publisher
-            _close_quietly(notifier, "systemd notifier")
-            outputs.close()
-            raise
-
-    # Installed until the summary is printed: a late repeat of the stop signal (timeout(1) sends two) must
-    # meet this handler, not the default one that would kill the process before the summary.
-    previous = _install_signal_handlers(StopSignals(pipeline))
-    try:
-        outputs.start(pipeline.status)
-        return _run_and_report(pipeline, control, notifier)
-    finally:
-        outputs.close()  # after the drain: the archive writes what is still queued
-        _restore_signal_handlers(previous)
+    return _serve(pipeline, settings, ControlServer, publisher, notifier, outputs)
 
 
 def run_station(settings, args) -> int:
@@ -226,20 +207,29 @@ def run_station(settings, args) -> int:
         _close_quietly(notifier, "systemd notifier")
         outputs.close()
         raise
+    return _serve(station, settings, ControlServer, publisher, notifier, outputs, format_station_summary)
+
+
+def _serve(target, settings, ControlServer, publisher, notifier, outputs, formatter=None) -> int:
+    """Run ``target`` (a Pipeline, or a Station of several cameras) until it ends and print its summary: the
+    control channel bound first (before the model loads and the camera opens: a taken port judges and
+    publishes nothing), the view/archive/window started, and closed after the drain."""
     control = None
     if settings.control.enabled:
         try:
-            control = ControlServer(settings.control, settings.security, target=station, publisher=publisher)
+            control = ControlServer(settings.control, settings.security, target=target, publisher=publisher)
             control.start()
         except BaseException:
-            station.stop()  # never started: closes the hub and the publisher
+            target.stop()  # never started: closes the backend(s) and the publisher
             _close_quietly(notifier, "systemd notifier")
             outputs.close()
             raise
-    previous = _install_signal_handlers(StopSignals(station))
+    # Installed until the summary is printed: a late repeat of the stop signal (timeout(1) sends two) must
+    # meet this handler, not the default one that would kill the process before the summary.
+    previous = _install_signal_handlers(StopSignals(target))
     try:
-        outputs.start(station.status)  # per-camera entries under "cameras" (the view makes a tile of each)
-        return _run_and_report(station, control, notifier, format_station_summary)
+        outputs.start(target.status)  # a station's status has one entry per camera (the view makes a tile of each)
+        return _run_and_report(target, control, notifier, formatter)
     finally:
         outputs.close()  # after the drain: the archive writes what is still queued
         _restore_signal_handlers(previous)

@@ -38,6 +38,7 @@ import numpy as np
 from ..backends.base import Backend
 from ..errors import BackendError, ModelError
 from ..manifest import Manifest
+from ..preprocess import split_outputs
 from .stages import BackendFactory
 
 log = logging.getLogger(__name__)
@@ -241,7 +242,7 @@ class InferenceHub:
             else:
                 try:
                     outputs = shared.backend.infer(_stack(batch))
-                    parts = _split(outputs, [_batch_len(r.inputs) for r in batch])
+                    parts = split_outputs(outputs, [_batch_len(r.inputs) for r in batch])
                 except Exception as exc:  # noqa: BLE001 - retried one by one so the failing frame is the one told
                     log.debug("hub: a batch of %d failed (%s); running it one frame at a time", len(batch), exc)
                     calls += len(batch)
@@ -326,20 +327,6 @@ def _stackable(batch: list[_Request]) -> bool:
 def _stack(batch: list[_Request]) -> dict[str, np.ndarray]:
     """(b_i, C, H, W) per request → (sum b_i, C, H, W) per input name."""
     return {k: np.concatenate([r.inputs[k] for r in batch], axis=0) for k in batch[0].inputs}
-
-
-def _split(outputs: dict[str, np.ndarray], sizes: list[int]) -> list[dict[str, np.ndarray]]:
-    """Each output (B, ...) cut back into the requests' parts; BackendError if one has no batch axis."""
-    total = sum(sizes)
-    edges = np.cumsum(sizes)[:-1]
-    parts: list[dict[str, np.ndarray]] = [{} for _ in sizes]
-    for name, arr in outputs.items():
-        arr = np.asarray(arr)
-        if arr.ndim == 0 or arr.shape[0] != total:
-            raise BackendError(f"output '{name}' has shape {arr.shape}: no batch axis of {total}")
-        for part, piece in zip(parts, np.split(arr, edges, axis=0), strict=True):
-            part[name] = piece
-    return parts
 
 
 def _close_quietly(backend: Backend) -> None:

@@ -216,7 +216,11 @@ def _missing() -> str | None:
 
 def run_scenario_offline(script: str, what: str) -> dict:
     """Run ``python SCRIPT --scenario`` in a private network namespace (nothing can leave the machine) and
-    return the JSON object on its last stdout line; the test fails with its stderr on error or timeout."""
+    return the JSON object on its last stdout line; the test fails with its stderr on error or timeout, and
+    skips with the reason where the fake camera or ``unshare`` is missing."""
+    reason = _missing()
+    if reason:
+        pytest.skip(reason)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = ["unshare", "-n", "sh", "-c", f'ip link set lo up && exec "{sys.executable}" "{script}" --scenario']
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
@@ -234,9 +238,6 @@ def run_scenario_offline(script: str, what: str) -> dict:
 @pytest.mark.counterpart
 @pytest.mark.slow
 def test_fake_gige_camera_in_private_network_namespace():
-    reason = _missing()
-    if reason:
-        pytest.skip(reason)
     res = run_scenario_offline(__file__, "GigE scenario")
     print("\nfake GigE camera:", json.dumps(res))
     assert max(res["trigger_to_frame_ms"]) < 500

@@ -74,11 +74,8 @@ def _scenario() -> dict:
 @pytest.mark.counterpart
 @pytest.mark.slow
 def test_triggered_gige_camera_beside_a_free_running_one():
-    from tests.camera.test_gige import _missing, run_scenario_offline
+    from tests.camera.test_gige import run_scenario_offline
 
-    reason = _missing()
-    if reason:
-        pytest.skip(reason)
     res = run_scenario_offline(__file__, "station GigE scenario")
     print("\nstation with a fake GigE camera:", json.dumps(res))
     assert res["gv0_part_ids"] == res["parts"]  # one verdict per trigger, none extra, in order
