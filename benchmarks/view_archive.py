@@ -41,33 +41,15 @@ from edge_inspect.archive.store import ArchiveStore, ArchiveWriter
 from edge_inspect.backends.onnxrt import OnnxRuntimeBackend
 from edge_inspect.camera.uri import open_source
 from edge_inspect.manifest import load_manifest
+from edge_inspect.pipeline.bench import NullPublisher, rss_mib
 from edge_inspect.pipeline.runner import Pipeline
 from edge_inspect.settings import Settings
 from edge_inspect.view.live import ViewObserver
 from edge_inspect.view.server import ViewServer
 
 
-class NullPublisher:
-    """A VerdictSink that sends nothing (the ZeroMQ publisher is the same in both runs)."""
-
-    def publish(self, verdict):
-        return None
-
-    def attach_status(self, provider):
-        pass
-
-    def beat_soon(self):
-        pass
-
-    def close(self):
-        pass
-
-
 def rss_kib() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    return int(rss_mib()["rss_mib"] * 1024)
 
 
 def browser():
