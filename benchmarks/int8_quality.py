@@ -41,6 +41,30 @@ from edge_inspect.preprocess import preprocess
 from edge_inspect.quantize import QUANTIZE_GRAPHS, quantize
 
 
+def validation_rows(fdir: Path, qdir: Path, goods: list[Path], seed: int = 7919) -> dict:
+    """Float and INT8 on a set that holds no test image: the held-out goods and one validation anomaly
+    made on each (trainer.validation_anomalies, the families the discriminator never trained on). What
+    a choice between quantization variants can be made on without looking at the test set."""
+    from edge_inspect.evaluation.scoring import _resize_mask
+    from trainer.validation_anomalies import ValidationAnomalies
+
+    gen = ValidationAnomalies(seed=seed)
+    goods_rgb = [load_image(f) for f in goods]
+    made = [gen(im) for im in goods_rgb]
+    images = goods_rgb + [m[0] for m in made]
+    labels = np.repeat([0, 1], len(goods_rgb))
+    masks = [np.zeros(im.shape[:2], bool) for im in goods_rgb] + [m[1] > 0 for m in made]
+    rows = {"goods": len(goods_rgb), "families": sorted({m[2] for m in made})}
+    for name, d in (("float", fdir), ("int8", qdir)):
+        m = load_manifest(d)
+        with OnnxRuntimeBackend(d, m) as be:
+            s, maps = score_images(be, m, images)
+        maps = list(maps)
+        fitted = [_resize_mask(k, a.shape) for k, a in zip(masks, maps, strict=True)]  # maps may be model-sized
+        rows[name] = {"image_auroc": M.image_auroc(labels, s), "pixel_auroc": M.pixel_auroc(fitted, maps)}
+    return rows
+
+
 def interleaved_latency(dirs: dict[str, Path], frames: int = 100, rounds: int = 5) -> dict[str, dict]:
     """Median / p90 / p99 ms of ``infer`` (line graph, batch 1) per model, the same frames, interleaved."""
     backends = {}
@@ -81,12 +105,26 @@ def main(argv=None) -> int:
     ap.add_argument("--quantize-outputs", action="store_true", help="quantize the nodes computing graph outputs too")
     ap.add_argument("--frames", type=int, default=100, help="timed frames per model")
     ap.add_argument("--out", required=True, help="folder for int8_quality.json")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=DIR",
+                    help="more model folders (e.g. other INT8 variants) timed with the two, interleaved")
+    ap.add_argument("--latency-only", action="store_true", help="only time the models (no quantizing, no scoring)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     for noisy in ("root",):  # onnxruntime.quantization logs every weight scale it widens
         logging.getLogger(noisy).setLevel(logging.WARNING)
     fdir, qdir, out = Path(args.float_dir), Path(args.int8_dir), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    timed = {"float": fdir, "int8": qdir}
+    for item in args.also:
+        name, _, folder = item.partition("=")
+        if not folder:
+            ap.error(f"--also takes NAME=DIR, got {item!r}")
+        timed[name] = Path(folder)
+    if args.latency_only:
+        lat = interleaved_latency(timed, frames=args.frames)
+        (out / "latency.json").write_text(json.dumps(lat, indent=1))
+        _print_latency(lat)
+        return 0
     tgoods = good_images(args.threshold_goods) if args.threshold_goods else None
     t0 = time.time()
     if not (qdir / "manifest.json").is_file():
@@ -107,6 +145,8 @@ def main(argv=None) -> int:
         cal = calibrate(gs, good_maps=gm, source=tgoods[1], score_lower_bound=fm.calibration.score_lower_bound,
                         map_lower_bound=fm.calibration.map_lower_bound)
         thresholds["float, recalibrated"] = (fdir, cal.image_threshold)
+    if tgoods is not None:
+        res["validation"] = validation_rows(fdir, qdir, tgoods[0])
     scored = {}
     for name, d in (("float", fdir), ("int8", qdir)):
         scores, maps, labels, masks, _, types = score_test_set(d, args.data, args.category)
@@ -121,7 +161,7 @@ def main(argv=None) -> int:
     fs, qs = scored["float"][0], scored["int8"][0]
     res["score_shift"] = {"mean": float(np.mean(qs - fs)), "max_abs": float(np.max(np.abs(qs - fs))),
                           "corr": float(np.corrcoef(fs, qs)[0, 1])}
-    res["latency_ms"] = interleaved_latency({"float": fdir, "int8": qdir}, frames=args.frames)
+    res["latency_ms"] = interleaved_latency(timed, frames=args.frames)
     (out / "int8_quality.json").write_text(json.dumps(res, indent=1, default=str))
     print(f"\n{args.category}: {len(labels)} test images ({int(labels.sum())} defective)")
     print(f"{'':<22}{'image AUROC':>12}{'pixel AUROC':>12}{'threshold':>11}{'FRR':>8}{'escape':>8}")
@@ -129,12 +169,21 @@ def main(argv=None) -> int:
         op = r["operating_point"]
         print(f"{name:<22}{r['image_auroc']:>12.4f}{r['pixel_auroc']:>12.4f}{r['threshold']:>11.4f}"
               f"{op['false_reject_rate']:>8.3f}{op['escape_rate']:>8.3f}")
+    if "validation" in res:
+        v = res["validation"]
+        print(f"validation (no test images: {v['goods']} held-out goods + one validation anomaly each): image AUROC "
+              f"float {v['float']['image_auroc']:.4f}, int8 {v['int8']['image_auroc']:.4f}; pixel AUROC float "
+              f"{v['float']['pixel_auroc']:.4f}, int8 {v['int8']['pixel_auroc']:.4f}")
     print(f"INT8 - float score: mean {res['score_shift']['mean']:+.4f}, max |.| {res['score_shift']['max_abs']:.4f}, "
           f"correlation {res['score_shift']['corr']:.5f}")
-    for name, lat in res["latency_ms"].items():
+    _print_latency(res["latency_ms"])
+    return 0
+
+
+def _print_latency(latency: dict[str, dict]) -> None:
+    for name, lat in latency.items():
         print(f"latency {name:<6} median {lat['median']:6.2f} ms  p90 {lat['p90']:6.2f}  p99 {lat['p99']:6.2f} "
               f"({lat['n']} frames, interleaved)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -269,6 +269,8 @@ class Quantization(_Strict):
     onnxruntime_version: str
     thresholds: str  # how the thresholds were set on INT8 scores
     quantized_at: str
+    # the map head's good-image statistics refitted on the INT8 graphs (edge_inspect.head_refit); None: kept
+    head_refit: str | None = None
 
 
 class Provenance(_Strict):

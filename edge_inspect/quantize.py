@@ -11,7 +11,12 @@ the same graphs on the CPU:
   Runtime fuses every Conv and Add into QLinearConv / QLinearAdd and drops the ReLU6 clips (≈2× faster than
   float); with s8 symmetric it cannot drop a clip at 0 from a range that includes negatives, so 17 of 48
   convolutions stay float behind Q/DQ pairs, and the graph runs *slower* than float;
-* the nodes that lose accuracy stay float (``KEEP_FLOAT``, chosen by measurement: docs/performance.md);
+* the nodes that lose accuracy stay float (chosen by measurement: docs/performance.md): in the backbones the
+  nodes computing each graph output, in the map head everything but the discriminator's convolutions
+  (distances, Gaussian whitening, blur, fusion);
+* the map head's good-image statistics (its Gaussians, the discriminator's input scaling, the fusion scales)
+  are fitted again on the INT8 graphs' own features of the same goods (``head_refit``): quantized teachers
+  move their features, and the Gaussians' whitening magnifies such moves;
 * the manifest records ``precision: "int8-qdq"`` per quantized graph and a ``quantization`` record (method,
   calibration images, what stayed float).
 
@@ -35,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError, ModelError, require
+from .head_refit import GraphChain, refit_head
 from .manifest import SCHEMA_VERSION, Manifest, Quantization, load_manifest, save_manifest, sha256_file, utc_now
 
 log = logging.getLogger(__name__)
@@ -42,12 +48,13 @@ log = logging.getLogger(__name__)
 INT8 = "int8-qdq"
 METHODS = ("minmax", "percentile", "entropy")
 ACTIVATIONS = ("u8-asymmetric", "s8-symmetric")
-# Quantized by default: the students. Measured on magnetic_tile (docs/performance.md, "INT8"): students
-# only keep image / pixel AUROC within 0.001 / 0.003 of float; quantizing the teachers costs 0.009-0.012 / 0.022-0.025
-# (their features feed the regional and image-level Gaussians, whose whitening magnifies small errors along
-# low-variance directions), with or without float output nodes and with percentile calibration alike. The map
-# head ("discriminator": distances, the UNet discriminator, the Gaussian whitening, blur and score) stays float.
-QUANTIZE_GRAPHS = ("student1", "student2")
+# Quantized by default: teacher 2, both students and the map head's discriminator; teacher 1 stays float.
+# Chosen on validation (held-out goods + validation anomalies, no test image; docs/performance.md, "INT8"),
+# with the head refitted: of the variants that quantize a teacher, this one lost least (image / pixel AUROC
+# -0.0011 / -0.0031, against -0.0029 / -0.0030 with teacher 1 instead and -0.0025 / -0.0053 with both) at
+# the same speed as teacher 1 instead (20.5 against 29.3 ms float on a 2-core CPU; both teachers: 17.4 ms).
+QUANTIZE_GRAPHS = ("teacher2", "student1", "student2", "discriminator")
+REFIT_IMAGES = 1000  # training goods the head's Gaussians are refitted on (the trainer used all of them)
 
 
 @dataclass
@@ -67,20 +74,30 @@ def _goods(paths: list[Path], limit: int) -> list[Path]:
     return [paths[i] for i in idx]
 
 
+class _Inputs:
+    """Image files as preprocessed network inputs (B, 3, H, W), loaded as iterated (memory stays flat)."""
+
+    def __init__(self, paths: list[Path], spec):
+        self.paths, self.spec = list(paths), spec
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __iter__(self):
+        from .data.mvtec import load_image
+        from .preprocess import preprocess
+
+        return (preprocess(load_image(f), self.spec, channel_order="RGB") for f in self.paths)
+
+
 def _graph_feeds(model_dir: Path, manifest: Manifest, images: list[np.ndarray]) -> dict[str, list[dict]]:
     """For each graph, its input feeds for every image, computed by the float graphs (the chain)."""
-    ort = require("onnxruntime", "cpu", "quantization")
-    sessions = []
-    for g in manifest.graphs:
-        sess = ort.InferenceSession(str(model_dir / g.file), providers=["CPUExecutionProvider"])
-        sessions.append((g, sess, [o.name for o in sess.get_outputs()]))
+    chain = GraphChain(model_dir, manifest)
     feeds: dict[str, list[dict]] = {g.name: [] for g in manifest.graphs}
     for x in images:
-        tensors = {manifest.input.name: x}
-        for g, sess, names in sessions:
-            feed = {t.name: tensors[t.name] for t in g.inputs}
-            feeds[g.name].append(feed)
-            tensors.update(zip(names, sess.run(names, feed), strict=True))
+        tensors = chain.run(x)
+        for g in manifest.graphs:
+            feeds[g.name].append({t.name: tensors[t.name] for t in g.inputs})
     return feeds
 
 
@@ -122,12 +139,21 @@ def output_producers(model) -> list[str]:
     return names
 
 
+def discriminator_convs(model) -> list[str]:
+    """The map head's quantizable nodes: the convolutions of its UNet discriminator (trainer.model's
+    ``MapHead.disc``, exported under ``/disc/``). Everything else in the head stays float: the distances,
+    the Gaussians' whitening, the 1-channel blur and the score fusion."""
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and "/disc/" in n.name]
+
+
 def quantize_graph(src: Path, dst: Path, feeds: list[dict], method: str = "minmax",
-                   activations: str = "u8-asymmetric", float_outputs: bool = True) -> list[str]:
+                   activations: str = "u8-asymmetric", float_outputs: bool = True, head: bool = False) -> list[str]:
     """Write ``dst``: ``src`` with Q/DQ (int8 symmetric per-channel weights), activations calibrated on ``feeds``.
 
     ``float_outputs``: the nodes that compute the graph's outputs stay float (``output_producers``), so the
-    features the map head compares are not rounded to 8 bits per tensor. Returns the nodes kept float.
+    features the map head compares are not rounded to 8 bits per tensor. ``head``: ``src`` is the map head,
+    of which only the discriminator's convolutions are quantized (``discriminator_convs``; a head without
+    them is quantized like any graph). Returns what was kept float.
     """
     import onnx
 
@@ -148,14 +174,19 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict], method: str = "minma
         for i, node in enumerate(model.graph.node):
             node.name = node.name or f"{node.op_type}_{i}"
         onnx.save(model, str(pre))
-        excluded = output_producers(model) if float_outputs else []
+        only = discriminator_convs(model) if head else None
+        head = bool(only)  # a head without a discriminator (not trainer-made) is quantized like any graph
+        only = only or None
+        excluded = output_producers(model) if float_outputs and not head else []
         quantize_static(
             str(pre), str(dst), _reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=_calibrate_method(method), nodes_to_exclude=excluded,
+            calibrate_method=_calibrate_method(method), nodes_to_exclude=excluded, nodes_to_quantize=only,
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
             calibration_cache_path=str(Path(tmp) / "cal.cache") if _has_cache_arg() else None,
         )
+    if head:
+        return ["every node but the discriminator's convolutions (distances, Gaussians, blur, fusion)"]
     return excluded
 
 
@@ -172,13 +203,17 @@ def quantize(model_dir: str | Path, goods: list[Path], goods_source: str, out_di
              float_outputs: bool = True, graphs: tuple[str, ...] = QUANTIZE_GRAPHS,
              threshold_goods: tuple[list[Path], str] | None = None,
              defects: tuple[list[Path], str] | None = None, target_frr: float = 0.005,
-             progress: Callable | None = None) -> QuantizeResult:
+             refit: bool = True, refit_images: int = REFIT_IMAGES, progress: Callable | None = None) -> QuantizeResult:
     """Write an INT8 (Q/DQ) copy of the float model folder ``model_dir`` into ``out_dir``; see the module doc.
 
-    goods: good images for the activation ranges (the training goods are fine: ranges, not thresholds);
-    at most ``max_images`` of them, evenly spread. graphs: which networks to quantize (the others are copied).
+    goods: the model's training goods: the activation ranges come from at most ``max_images`` of them, evenly
+    spread (ranges, not thresholds), and the refitted Gaussians from up to ``refit_images``. graphs: which
+    networks to quantize (the others are copied).
     threshold_goods: (files, source) of goods the model never trained on, to set the thresholds on INT8
-    scores; defects: (files, source) of labelled defects for the escape rate. Raises ConfigError for bad
+    scores; defects: (files, source) of labelled defects for the escape rate. refit: fit the map head's
+    good-image statistics again on the INT8 graphs (``head_refit``): the Gaussians and the discriminator's
+    input scaling on up to ``refit_images`` of ``goods`` (the training goods they were first fitted on), the
+    fusion scales on ``threshold_goods`` (skipped, with a warning, without them). Raises ConfigError for bad
     options, ModelError for a folder that is not a float model, DataError for unreadable images.
     """
     from .backends.onnxrt import OnnxRuntimeBackend
@@ -214,10 +249,14 @@ def quantize(model_dir: str | Path, goods: list[Path], goods_source: str, out_di
     out.mkdir(parents=True, exist_ok=True)
     new_graphs = []
     kept = [f"graph {g.name}" for g in manifest.graphs if g.name not in graphs]
-    for g in progress(manifest.graphs) if progress else manifest.graphs:
+    for g in progress(manifest.graphs, "quantizing graphs") if progress else manifest.graphs:
         if g.name in graphs:
-            kept_nodes = quantize_graph(src / g.file, out / g.file, feeds[g.name], method, activations, float_outputs)
-            if kept_nodes:
+            is_head = manifest.score_output in {t.name for t in g.outputs}
+            kept_nodes = quantize_graph(src / g.file, out / g.file, feeds[g.name], method, activations, float_outputs,
+                                        head=is_head)
+            if kept_nodes and is_head:
+                kept.append(f"{g.name}: {kept_nodes[0]}")
+            elif kept_nodes:
                 kept.append(f"{g.name}: the nodes computing its outputs ({', '.join(kept_nodes)})")
             new_graphs.append(g.model_copy(update={"sha256": sha256_file(out / g.file), "precision": INT8}))
         else:
@@ -239,6 +278,22 @@ def quantize(model_dir: str | Path, goods: list[Path], goods_source: str, out_di
     int8 = manifest.model_copy(update={"graphs": new_graphs, "quantization": record, "schema_version": SCHEMA_VERSION,
                                        "model_id": manifest.model_id + "-int8"})
     int8 = Manifest.model_validate(int8.model_dump())
+    if refit and threshold_goods is not None:
+        # the Gaussians must not see the goods that then set the fusion scales and the thresholds: those would
+        # look more normal than the line's parts, and the threshold would come out too low
+        held_out = {Path(f).resolve() for f in threshold_goods[0]}
+        fit_goods = [f for f in goods if Path(f).resolve() not in held_out]
+        if len(fit_goods) < 2:
+            raise ConfigError("--goods has no images besides --threshold-goods to refit the head's Gaussians on")
+        int8, refit_report = refit_head(out, int8, _Inputs(_goods(fit_goods, refit_images), manifest.input),
+                                        _Inputs(threshold_goods[0], manifest.input), progress=progress)
+        record = record.model_copy(update={"head_refit": f"{refit_report.describe()}; training-goods statistics "
+                                           f"from {refit_report.train_count} inputs of {goods_source}, fusion "
+                                           f"scales from {refit_report.held_out_count} of {threshold_goods[1]}"})
+        int8 = Manifest.model_validate(int8.model_copy(update={"quantization": record}).model_dump())
+    elif refit:
+        log.warning("the map head keeps the float model's good-image statistics: refitting them on the INT8 "
+                    "graphs needs held-out goods (--threshold-goods)")
     # score the calibration images both ways: the first check that the INT8 graphs work
     with OnnxRuntimeBackend(src, manifest) as fb, OnnxRuntimeBackend(out, int8) as qb:
         fs = np.array([float(fb.infer({manifest.input.name: x})[manifest.score_output][0]) for x in images])

@@ -2,10 +2,9 @@
 2020, "Modeling the Distribution of Normal Data in Pre-Trained Deep Features for Anomaly Detection")
 and over a sliding window (one Gaussian shared by all positions), which gives a regional map.
 
-The covariance is shrunk with the Ledoit-Wolf estimate, because there are about as many features
-(hundreds) as good images. The fit is returned as a mean and a whitening matrix W, so the squared
-Mahalanobis distance is ‖(f − μ) Wᵀ‖²: a matrix product that stays accurate in float32 in the
-exported graph, unlike an explicit inverse of a nearly singular covariance.
+The fit itself (Ledoit-Wolf shrinkage, whitening) is ``edge_inspect.gaussian`` in numpy, shared with
+``edge-inspect quantize``, which refits a quantized model's Gaussians without torch; here are the torch-side
+feature pooling and thin tensor wrappers.
 """
 
 from __future__ import annotations
@@ -13,42 +12,20 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from edge_inspect.errors import DataError
+from edge_inspect import gaussian
 
 
 def ledoit_wolf(x: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Shrunk covariance (D, D) and the shrinkage in [0, 1] of samples ``x`` (N, D), in float64.
-
-    Σ = (1 − s)·S + s·(tr S / D)·I with S the maximum-likelihood covariance (divided by N) and s the
-    Ledoit-Wolf (2004) estimate, the formula scikit-learn's ``LedoitWolf`` uses.
-    """
-    x = x.double()
-    n, d = x.shape
-    xc = x - x.mean(dim=0, keepdim=True)
-    s = xc.T @ xc / n
-    mu = torch.trace(s) / d
-    # delta: squared distance of S from mu·I; beta: the sampling variance of S, both per dimension
-    delta = ((s - mu * torch.eye(d, dtype=s.dtype)) ** 2).sum() / d
-    x2 = xc**2
-    beta = ((x2.T @ x2).sum() / n - (s**2).sum()) / (d * n)
-    beta = torch.minimum(beta, delta)
-    shrink = 0.0 if float(delta) == 0.0 else float(beta / delta)
-    cov = (1 - shrink) * s + shrink * mu * torch.eye(d, dtype=s.dtype)
-    return cov, shrink
+    """Shrunk covariance (D, D) float64 and shrinkage of samples ``x`` (N, D): ``edge_inspect.gaussian.ledoit_wolf``."""
+    cov, shrink = gaussian.ledoit_wolf(x.detach().cpu().double().numpy())
+    return torch.from_numpy(cov), shrink
 
 
 def fit_gaussian(feats: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Mean (D,), whitening matrix W (D, D) and shrinkage for pooled features ``feats`` (N, D).
-
-    With Σ = V Λ Vᵀ, W = Λ^(−1/2) Vᵀ, so ‖W (f − μ)‖² is the squared Mahalanobis distance of f.
-    """
-    if feats.ndim != 2 or len(feats) < 2:
-        raise DataError(f"a Gaussian needs at least 2 feature vectors, got shape {tuple(feats.shape)}")
-    cov, shrink = ledoit_wolf(feats)
-    evals, evecs = torch.linalg.eigh(cov)
-    scale = evals.clamp_min(eps * float(evals.max().clamp_min(eps))).rsqrt()
-    whiten = scale[:, None] * evecs.T
-    return feats.double().mean(dim=0).float(), whiten.float(), shrink
+    """Mean (D,), whitening matrix W (D, D) and shrinkage for pooled features ``feats`` (N, D), float32 on the
+    CPU: ``edge_inspect.gaussian.fit_gaussian`` (the same fit ``edge-inspect quantize`` refits heads with)."""
+    mean, whiten, shrink = gaussian.fit_gaussian(feats.detach().cpu().numpy())
+    return torch.from_numpy(mean), torch.from_numpy(whiten), shrink
 
 
 def pooled_statistics(feats: list[torch.Tensor]) -> torch.Tensor:

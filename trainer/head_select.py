@@ -1,10 +1,10 @@
-"""``--head auto``: pick the map-head settings on validation (held-out goods + pseudo-anomalies), never on test.
+"""``--head auto``: pick the map-head settings on validation (held-out goods + validation anomalies), never on test.
 
 The networks run once over the validation set; every candidate head is then recombined from the same
 components (student-teacher map and discriminator probability at stride 4, regional map at stride 16,
 image-level distance), so a grid of a hundred heads costs about one pass. Fused heads standardise with
 good-image statistics; here those come from other folds of the validation goods than the ones scored
-(a pseudo-anomaly sits in the fold of the good image it was made on), as a new part is scored.
+(a validation anomaly sits in the fold of the good image it was made on), as a new part is scored.
 
 Not in the grid: ``region_window`` (it changes the regional Gaussian, fitted on the training images) and
 ``score_topk``.
@@ -15,7 +15,6 @@ from __future__ import annotations
 import itertools
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ import torch
 from edge_inspect.errors import ConfigError
 from edge_inspect.evaluation.metrics import image_auroc
 
-from .model import MapHead, gaussian_kernel
+from .model import gaussian_kernel, smooth_full
 from .train import _cl, _progress, fused_outputs, input_spec, score_statistics
 from .validation import figure, make_validation_set, pooled_masks, scores_of
 
@@ -57,8 +56,7 @@ def _components(model, images: torch.Tensor, batch: int = 16):
 
 def _smooth(m: torch.Tensor, sigma: float, image_size) -> torch.Tensor:
     """What MapHead does to a map: upsample to the input size, then Gaussian smoothing of ``sigma`` px."""
-    blur = gaussian_kernel(sigma) if sigma > 0 else torch.ones(1)
-    return MapHead._smooth_full(SimpleNamespace(blur=blur, image_size=image_size), m)
+    return smooth_full(m, image_size, gaussian_kernel(sigma) if sigma > 0 else torch.ones(1))
 
 
 def _fold_outputs(head, rstpm, region, glob, source: np.ndarray, labels: np.ndarray):
@@ -140,7 +138,7 @@ def select_head(model, cfg, ckpt: dict, fixed: dict | None = None) -> tuple[dict
     chosen = {k: best[k] for k in HEAD_GRID}
     configured = next((r for r in results if all(r[k] == current[k] for k in HEAD_GRID)), None)
     report = {
-        "method": "grid search on held-out goods + seeded pseudo-anomalies (no test images); "
+        "method": "grid search on held-out goods + seeded validation anomalies (no test images); "
                   "figure = (image AUROC + pixel AUROC) / 2",
         "selected": chosen, "selected_figures": {k: best[k] for k in ("image_auroc", "pixel_auroc", "figure")},
         "configured": current,

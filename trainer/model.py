@@ -180,6 +180,26 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
     return k / k.sum()
 
 
+def upsample_full(m: torch.Tensor, image_size) -> torch.Tensor:
+    """(B, C, h, w) → (B, C, H, W) bilinear, ``image_size`` = (H, W)."""
+    return F.interpolate(m, size=image_size, mode="bilinear", align_corners=False)
+
+
+def blur_map(m: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian smoothing of (B, 1, H, W) with the 1-D ``kernel`` (one element: none), edges replicated."""
+    if kernel.numel() > 1:
+        r = kernel.numel() // 2
+        m = F.pad(m, (r, r, r, r), mode="replicate")
+        m = F.conv2d(m, kernel.view(1, 1, 1, -1))
+        m = F.conv2d(m, kernel.view(1, 1, -1, 1))
+    return m
+
+
+def smooth_full(m: torch.Tensor, image_size, kernel: torch.Tensor) -> torch.Tensor:
+    """What MapHead does to a map: upsample to the input size, then smooth."""
+    return blur_map(upsample_full(m, image_size), kernel)
+
+
 class MapHead(nn.Module):
     """Per-scale maps → discriminator → final anomaly map and image score.
 
@@ -254,14 +274,13 @@ class MapHead(nn.Module):
         return self.disc(self.normalised(maps))
 
     def _smooth_full(self, m: torch.Tensor) -> torch.Tensor:
-        m = F.interpolate(m, size=self.image_size, mode="bilinear", align_corners=False)
-        if self.blur.numel() > 1:
-            k = self.blur
-            r = k.numel() // 2
-            m = F.pad(m, (r, r, r, r), mode="replicate")
-            m = F.conv2d(m, k.view(1, 1, 1, -1))
-            m = F.conv2d(m, k.view(1, 1, -1, 1))
-        return m
+        return smooth_full(m, self.image_size, self.blur)
+
+    def _up_full(self, m: torch.Tensor) -> torch.Tensor:
+        return upsample_full(m, self.image_size)
+
+    def _blur_full(self, m: torch.Tensor) -> torch.Tensor:
+        return blur_map(m, self.blur)
 
     def image_score(self, amap: torch.Tensor) -> torch.Tensor:
         flat = amap.flatten(1)
@@ -295,6 +314,14 @@ class MapHead(nn.Module):
         a, b, c, d = self.map_stats
         return (rstpm - a) / b + self.region_weight * (region - c) / d
 
+    def _fused_full(self, final: torch.Tensor, region_small: torch.Tensor) -> torch.Tensor:
+        """fused_map of the smoothed maps with one full-size blur instead of two: upsampling and the blur
+        are linear and the blur keeps constants, so blurring the weighted sum gives the same map (the line
+        graph, cut to this output, saves a full-resolution blur per frame)."""
+        a, b, c, d = self.map_stats
+        mixed = self._up_full(final) / b + (self.region_weight / d) * self._up_full(region_small)
+        return self._blur_full(mixed) - (a / b + self.region_weight * c / d)
+
     def fused_score(self, local: torch.Tensor, glob: torch.Tensor) -> torch.Tensor:
         """z(local) + global_weight · z(global): both standardised with their held-out good-image stats."""
         a, b, c, d = self.score_stats
@@ -317,10 +344,11 @@ class MapHead(nn.Module):
         else:
             prob = torch.ones_like(st)
             final = st
+        region_small = self.region_map(t1, t2)
         rstpm = self._smooth_full(final)
-        region = self._smooth_full(self.region_map(t1, t2))
+        region = self._smooth_full(region_small)
         out = {
-            "anomaly_map": self.fused_map(rstpm, region) if self.region_weight > 0 else rstpm,
+            "anomaly_map": self._fused_full(final, region_small) if self.region_weight > 0 else rstpm,
             "rstpm_map": rstpm,
             "region_map": region,
             "st_map": self._smooth_full(st),

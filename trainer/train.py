@@ -180,7 +180,7 @@ def train(cfg: TrainConfig, data_root: str | Path, category: str, out_dir: str |
     if cfg.val_every and val_samples and (state["stage"] == 1 or state["epoch"] < cfg.epochs2):
         vset = make_validation_set([s.path for s in val_samples], cfg, spec, limit=cfg.val_images)
         validator = EpochValidator(model, vset, device, max(2, cfg.batch_size1))
-        log.info("validation: %d held-out goods + a pseudo-anomaly on each, every %d epochs",
+        log.info("validation: %d held-out goods + a validation anomaly on each, every %d epochs",
                  len(vset) // 2, cfg.val_every)
     best = state.setdefault("best", {})
 

@@ -1,11 +1,9 @@
 """Validation without real defects: held-out training goods plus pseudo-anomalies made on those same goods.
 
 Each held-out good image gives two samples: itself (label 0, empty mask) and one pseudo-anomaly made on
-it by a generator with a fixed seed (label 1, its mask), so the figure is reproducible run to run. The
-validation anomalies are drawn from a broader family than the discriminator's training pool (a share
-textured with the image's own surface and a share of thin crack-like lines), so the discriminator is not
-graded only on the exam it trained for. They are local: large low-contrast regions (magnetic_tile's
-`uneven`) are not represented, so validation undervalues the regional Gaussian (see the README).
+it with a fixed seed (label 1, its mask), so the figure is reproducible run to run. The validation
+anomalies come only from families the discriminator never trains on (trainer.validation_anomalies: shade,
+smear, displaced own surface, cracks), so the discriminator is not graded on the exam it trained for.
 
 The validation figure is ``0.5 · (image AUROC + pixel AUROC)``: the verdict is per part, the map is
 what an operator looks at, and neither alone should decide.
@@ -34,8 +32,6 @@ from .data import MIN_HOLDOUT, load_rgb_stack, to_input
 log = logging.getLogger(__name__)
 # Seed offset of the validation anomalies: far from the training generator's (seed + 1).
 VALIDATION_SEED_OFFSET = 7919
-VALIDATION_SELF_FRACTION = 0.25
-VALIDATION_LINE_FRACTION = 0.25
 
 
 def split_holdout(holdout: list, min_each: int = MIN_HOLDOUT) -> tuple[list, list, bool]:
@@ -60,13 +56,12 @@ class ValidationSet:
 
 
 def make_validation_set(paths: list[Path], cfg, spec, limit: int | None = None) -> ValidationSet:
-    """Goods from ``paths`` (at most ``limit``) and one seeded pseudo-anomaly on each."""
-    from .pseudo_anomaly import PseudoAnomalyGenerator
+    """Goods from ``paths`` (at most ``limit``) and one seeded validation anomaly on each."""
+    from .validation_anomalies import ValidationAnomalies
 
     paths = list(paths)[:limit] if limit else list(paths)
     rgb = load_rgb_stack(paths, spec)
-    gen = PseudoAnomalyGenerator(cfg.textures_dir, clean_fraction=0.0, self_fraction=VALIDATION_SELF_FRACTION,
-                                 line_fraction=VALIDATION_LINE_FRACTION, seed=cfg.seed + VALIDATION_SEED_OFFSET)
+    gen = ValidationAnomalies(seed=cfg.seed + VALIDATION_SEED_OFFSET)
     pairs = [gen(im) for im in rgb]
     all_rgb = np.concatenate([rgb, np.stack([p[0] for p in pairs])])
     n, (h, w) = len(rgb), rgb.shape[1:3]

@@ -20,7 +20,7 @@ def register(sub) -> None:
         "--head", action="append", default=[], metavar="KEY=VALUE",
         help="change how maps are combined without retraining: st_exponent (1 = paper's product, 0 = discriminator "
         "alone), map_sigma (smoothing, input pixels), score_topk, region_weight and global_weight (0 = the paper's "
-        "map and score); 'auto' picks the first four on validation (held-out goods + pseudo-anomalies, never "
+        "map and score); 'auto' picks the first four on validation (held-out goods + validation anomalies, never "
         "test images), other KEY=VALUE given with it win; 'fixed' keeps the run's values (default: the run's "
         "head_selection setting)",
     )
@@ -43,7 +43,7 @@ def run(args) -> int:
     v = m.provenance.validation
     if v:
         c, f = v["configured_figures"], v["selected_figures"]
-        print(f"head chosen on validation ({v['validation_goods']} held-out goods + a pseudo-anomaly each"
+        print(f"head chosen on validation ({v['validation_goods']} held-out goods + a validation anomaly each"
               f"{', shared with calibration' if v['shared_with_calibration'] else ''}): "
               + ", ".join(f"{k} {val:g}" for k, val in v["selected"].items())
               + f"; image/pixel AUROC {f['image_auroc']:.4f}/{f['pixel_auroc']:.4f}"

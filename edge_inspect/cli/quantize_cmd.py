@@ -10,14 +10,16 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "quantize", help="write an INT8 (Q/DQ) copy of a float model folder",
-        description="Quantize the student graphs with ONNX Runtime (QDQ format, int8 per-channel weights, "
-        "activation ranges from good images) into a new model folder. Its thresholds are set again on INT8 "
-        "scores of --threshold-goods (as 'edge-inspect calibrate' does); without them the float thresholds "
-        "are kept and the manifest says so.",
+        description="Quantize teacher 2, the students and the discriminator with ONNX Runtime (QDQ format, int8 "
+        "per-channel weights, activation ranges from good images) into a new model folder. With --threshold-goods "
+        "the map head's Gaussians and scales are fitted again on the INT8 features and the thresholds are set "
+        "again on INT8 scores (as 'edge-inspect calibrate' does); without them the float ones are kept and the "
+        "manifest says so.",
     )
     p.add_argument("--model", required=True, metavar="MODEL_DIR", help="float model folder")
     p.add_argument("--goods", required=True, metavar="DIR",
-                   help="good images for the activation ranges, e.g. the training goods (a good/ subfolder is used "
+                   help="the model's training goods: the activation ranges, and the head's Gaussians when they "
+                   "are refitted (images also in --threshold-goods are left out of that; a good/ subfolder is used "
                    "when present)")
     p.add_argument("--out", required=True, metavar="DIR", help="new model folder to write")
     p.add_argument("--threshold-goods", metavar="DIR",
@@ -34,12 +36,17 @@ def register(subparsers) -> None:
                    "stay float)")
     p.add_argument("--max-images", type=int, default=32, metavar="N",
                    help="calibration images, evenly spread over --goods (default 32)")
+    p.add_argument("--no-refit", action="store_true",
+                   help="keep the float model's map-head statistics (Gaussians, input and fusion scales) instead of "
+                   "fitting them again on the INT8 graphs (which needs --threshold-goods)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..data.mvtec import defect_images, good_images
     from ..evaluation.recalibrate import describe
+    from ..evaluation.scoring import track
     from ..quantize import quantize
 
     if not 0 < args.target_frr < 0.5:
@@ -50,9 +57,10 @@ def run(args) -> int:
     if defects is not None and tgoods is None:
         raise ConfigError("--defects needs --threshold-goods (the escape rate is measured at the new threshold)")
     graphs = tuple(n.strip() for n in args.graphs.split(",") if n.strip())
+    bar = None if args.no_progress else (lambda items, desc: track(items, len(items), desc))
     result = quantize(args.model, goods, source, args.out, method=args.method, activations=args.activations,
                       max_images=args.max_images, graphs=graphs, threshold_goods=tgoods, defects=defects,
-                      target_frr=args.target_frr)
+                      target_frr=args.target_frr, refit=not args.no_refit, progress=bar)
     m = result.manifest
     q = m.quantization
     int8 = [g.name for g in m.graphs if g.precision != "fp32"]
@@ -60,6 +68,7 @@ def run(args) -> int:
     print(f"wrote {result.out_dir}: int8 Q/DQ {', '.join(int8)}; float {', '.join(kept) or 'none'}; activation ranges "
           f"from {q.calibration_count} images ({q.calibration_method})")
     print(f"calibration images: INT8 scores differ from float by at most {result.max_abs_score_diff:.4g}")
+    print(f"map head statistics: {q.head_refit or 'kept from the float model'}")
     print(f"thresholds: {q.thresholds}")
     if tgoods is not None:
         print(describe(m.calibration))

@@ -279,3 +279,90 @@ def test_export_refuses_a_good_folder_as_defects_and_leaves_no_half_written_fold
     (tmp_path / "stray" / "notes.txt").write_text("mine")
     with pytest.raises(ModelError, match="not a model folder"):
         export(run, tmp_path / "stray")
+
+
+def _run_files(run) -> tuple[list, list]:
+    """The training and held-out good files a finished run used (its checkpoint's data record)."""
+    from pathlib import Path
+
+    data = torch.load(run / "model.pt", map_location="cpu", weights_only=False)["data"]
+    cat = Path(data["root"]) / data["category"]
+    return [cat / p for p in data["train"]], [cat / p for p in data["holdout"]]
+
+
+def _head_stats(model_dir):
+    onnx = pytest.importorskip("onnx")
+    from onnx import numpy_helper
+
+    m = load_manifest(model_dir, verify_files=False)
+    head = onnx.load(str(model_dir / m.graphs[-1].file))
+    return {i.name: numpy_helper.to_array(i).copy() for i in head.graph.initializer}
+
+
+def test_head_refit_on_the_float_graphs_reproduces_the_trainers_statistics(trained, tmp_path):
+    """The runtime-side refit (numpy, no torch) is the trainer's estimators on the trainer's images: run on
+    the float graphs it must give back the statistics the trainer fitted (and it finds every one of them)."""
+    import shutil
+
+    from edge_inspect.head_refit import refit_head
+    from edge_inspect.quantize import _Inputs
+
+    _, _, run, model_dir = trained
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    manifest = load_manifest(copy)
+    train_files, held_out = _run_files(run)
+    before = _head_stats(copy)
+    refitted, report = refit_head(copy, manifest, _Inputs(train_files, manifest.input),
+                                  _Inputs(held_out, manifest.input))
+    assert len(report.fitted) == 5, report.fitted  # input scaling, two Gaussians, two fusion scales
+    assert report.train_count == len(train_files) and report.held_out_count == len(held_out)
+    after = _head_stats(copy)
+    for name in ("m.map_mean", "m.map_std", "m.glob_mean", "m.reg_mean", "m.map_stats", "m.score_stats"):
+        np.testing.assert_allclose(after[name], before[name], rtol=2e-3, atol=1e-4 * np.abs(before[name]).max(),
+                                   err_msg=name)
+    # whitening matrices: equal up to the eigenvectors' signs, so compare the inverse covariances WᵀW they give
+    for name, w in before.items():
+        if name.startswith("onnx::MatMul") and w.ndim == 2 and w.shape[0] == w.shape[1]:
+            np.testing.assert_allclose(after[name] @ after[name].T, w @ w.T, rtol=1e-2,
+                                       atol=1e-3 * np.abs(w @ w.T).max(), err_msg=name)
+    assert refitted.score_fusion.global_mean == pytest.approx(manifest.score_fusion.global_mean, rel=1e-3)
+    assert refitted.graphs[-1].sha256 != manifest.graphs[-1].sha256  # rewritten (float rounding differs)
+    from edge_inspect.manifest import save_manifest
+
+    save_manifest(refitted, copy)
+    load_manifest(copy)  # the manifest's hash is the rewritten head's
+
+
+def test_quantize_with_int8_teachers_refits_the_head_and_records_it(trained, tmp_path):
+    """Every graph INT8 (the fastest variant): the head gets Q/DQ on its discriminator's convolutions only,
+    and its Gaussians and scales are fitted again on the INT8 features."""
+    onnx = pytest.importorskip("onnx")
+    from edge_inspect.quantize import quantize
+
+    _, _, run, model_dir = trained
+    train_files, held_out = _run_files(run)
+    backbones = ("teacher1", "student1", "teacher2", "student2", "discriminator")
+    # --goods given as the whole train/good folder: the held-out goods in it must not reach the Gaussians
+    refit = quantize(model_dir, train_files + held_out, "train goods", tmp_path / "refit", graphs=backbones,
+                     max_images=8, threshold_goods=(held_out, "held-out goods"))
+    kept = quantize(model_dir, train_files, "train goods", tmp_path / "kept", graphs=backbones, max_images=8,
+                    threshold_goods=(held_out, "held-out goods"), refit=False)
+    q = refit.manifest.quantization
+    assert q.head_refit and "image-level Gaussian" in q.head_refit and "held-out goods" in q.head_refit
+    assert f"from {len(train_files)} inputs of train goods" in q.head_refit
+    assert kept.manifest.quantization.head_refit is None
+    stats_refit, stats_kept = _head_stats(tmp_path / "refit"), _head_stats(tmp_path / "kept")
+    assert not np.allclose(stats_refit["m.glob_mean"], stats_kept["m.glob_mean"])  # fitted on INT8 features
+    assert load_manifest(tmp_path / "refit").quantization.head_refit == q.head_refit  # written, verified hashes
+    head = onnx.load(str(tmp_path / "refit" / "discriminator.onnx"))
+    producer = {o: n for n in head.graph.node for o in n.output}
+    quantized = [n for n in head.graph.node if n.op_type == "Conv" and producer.get(n.input[1]) is not None
+                 and producer[n.input[1]].op_type == "DequantizeLinear"]
+    assert quantized and all("/disc/" in n.name for n in quantized)  # the UNet's convolutions, not the blur
+    for n in head.graph.node:  # the Gaussians' whitening stays float
+        if n.op_type == "MatMul":
+            assert all(producer.get(i) is None or producer[i].op_type != "DequantizeLinear" for i in n.input)
+    with OnnxRuntimeBackend(tmp_path / "refit", refit.manifest) as backend:
+        x = preprocess(load_image(held_out[0]), refit.manifest.input, channel_order="RGB")
+        assert np.isfinite(backend.infer({"image": x})["score"]).all()
