@@ -133,9 +133,8 @@ def refit_head(model_dir: str | Path, manifest: Manifest, train_inputs: Collecti
 
     train_inputs / held_out_inputs: preprocessed network inputs (B, 3, H, W) float32 of the training goods and
     of held-out goods, iterated once resp. twice (a lazy collection keeps memory flat); ``progress(items, desc)``
-    wraps each pass. Returns the manifest with the head's
-    new sha256 and the score fusion's new global mean/std, and what was refitted. Raises ModelError when the
-    folder has no head graph this can read.
+    wraps each pass. Returns the manifest with the head's new sha256 and the score fusion's new global
+    mean/std, and what was refitted. Raises ModelError when no graph computes the manifest's score.
     """
     onnx = require("onnx", "cpu", "quantization")
     from onnx import numpy_helper
