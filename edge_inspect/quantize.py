@@ -11,9 +11,9 @@ the same graphs on the CPU:
   Runtime fuses every Conv and Add into QLinearConv / QLinearAdd and drops the ReLU6 clips (≈2× faster than
   float); with s8 symmetric it cannot drop a clip at 0 from a range that includes negatives, so 17 of 48
   convolutions stay float behind Q/DQ pairs, and the graph runs *slower* than float;
-* the nodes that lose accuracy stay float (chosen by measurement: docs/performance.md): in the backbones the
-  nodes computing each graph output, in the map head everything but the discriminator's convolutions
-  (distances, Gaussian whitening, blur, fusion);
+* the nodes that lose accuracy stay float (chosen on validation: docs/performance.md): in the backbones the
+  nodes computing each graph output, teacher 1's stem and first blocks (``FLOAT_NODES``), in the map head
+  everything but the discriminator's convolutions (distances, Gaussian whitening, blur, fusion);
 * the map head's good-image statistics (its Gaussians, the discriminator's input scaling, the fusion scales)
   are fitted again on the INT8 graphs' own features of the same goods (``head_refit``): quantized teachers
   move their features, and the Gaussians' whitening magnifies such moves;
@@ -31,6 +31,7 @@ Needs ``onnxruntime`` and ``onnx`` (extra ``cpu``); no torch.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -48,12 +49,17 @@ log = logging.getLogger(__name__)
 INT8 = "int8-qdq"
 METHODS = ("minmax", "percentile", "entropy")
 ACTIVATIONS = ("u8-asymmetric", "s8-symmetric")
-# Quantized by default: teacher 2, both students and the map head's discriminator; teacher 1 stays float.
-# Chosen on validation (held-out goods + validation anomalies, no test image; docs/performance.md, "INT8"),
-# with the head refitted: of the variants that quantize a teacher, this one lost least (image / pixel AUROC
-# -0.0011 / -0.0031, against -0.0029 / -0.0030 with teacher 1 instead and -0.0025 / -0.0053 with both) at
-# the same speed as teacher 1 instead (20.5 against 29.3 ms float on a 2-core CPU; both teachers: 17.4 ms).
-QUANTIZE_GRAPHS = ("teacher2", "student1", "student2", "discriminator")
+# Quantized by default: every network, with teacher 1's stem and first five blocks kept float (FLOAT_NODES).
+# Chosen on validation (held-out goods + validation anomalies, no test image; docs/performance.md, "Latest"),
+# with the head refitted. Validation image / pixel AUROC change and median ms (2-core CPU, float 29.8):
+# students + discriminator -0.0006 / -0.0013, 23.7; + teacher 2 -0.0011 / -0.0031, 20.5; + all of teacher 1
+# -0.0025 / -0.0053, 17.4; + teacher 1 but its stem and blocks 0-2 -0.0030 / -0.0031, 18.8; + teacher 1 but
+# its stem and blocks 0-4 (this) -0.0018 / -0.0013, 18.6. Teacher 1 (Lite0) feeds both pairs and both
+# Gaussians; its error starts in its early, high-resolution blocks, which cost little time.
+QUANTIZE_GRAPHS = ("teacher1", "teacher2", "student1", "student2", "discriminator")
+# Nodes kept float inside a quantized graph, by graph: a regular expression searched in node names. A graph
+# whose pattern matches none of its nodes (another backbone than the one measured) is not quantized at all.
+FLOAT_NODES = {"teacher1": r"/net/(stem|blocks\.[0-4])/"}
 REFIT_IMAGES = 1000  # training goods the head's Gaussians are refitted on (the trainer used all of them)
 
 
@@ -146,14 +152,21 @@ def discriminator_convs(model) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "Conv" and "/disc/" in n.name]
 
 
+class NotQuantized(Exception):
+    """A graph's float-node pattern matched nothing: the graph is left float (the message says why)."""
+
+
 def quantize_graph(src: Path, dst: Path, feeds: list[dict], method: str = "minmax",
-                   activations: str = "u8-asymmetric", float_outputs: bool = True, head: bool = False) -> list[str]:
+                   activations: str = "u8-asymmetric", float_outputs: bool = True, head: bool = False,
+                   float_nodes: str | None = None) -> list[str]:
     """Write ``dst``: ``src`` with Q/DQ (int8 symmetric per-channel weights), activations calibrated on ``feeds``.
 
     ``float_outputs``: the nodes that compute the graph's outputs stay float (``output_producers``), so the
     features the map head compares are not rounded to 8 bits per tensor. ``head``: ``src`` is the map head,
     of which only the discriminator's convolutions are quantized (``discriminator_convs``; a head without
-    them is quantized like any graph). Returns what was kept float.
+    them is quantized like any graph). ``float_nodes``: a regular expression; the nodes whose names it
+    matches stay float too, and NotQuantized is raised (nothing written) when it matches none. Returns what
+    was kept float.
     """
     import onnx
 
@@ -178,6 +191,12 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict], method: str = "minma
         head = bool(only)  # a head without a discriminator (not trainer-made) is quantized like any graph
         only = only or None
         excluded = output_producers(model) if float_outputs and not head else []
+        if float_nodes:
+            pattern = re.compile(float_nodes)
+            matched = [n.name for n in model.graph.node if pattern.search(n.name)]
+            if not matched:
+                raise NotQuantized(f"no node matches its float-node pattern {float_nodes!r}")
+            excluded += [n for n in matched if n not in excluded]
         quantize_static(
             str(pre), str(dst), _reader(feeds), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -187,6 +206,8 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict], method: str = "minma
         )
     if head:
         return ["every node but the discriminator's convolutions (distances, Gaussians, blur, fusion)"]
+    if float_nodes:
+        return [f"the nodes matching {float_nodes!r} and those computing its outputs ({len(excluded)} nodes)"]
     return excluded
 
 
@@ -203,12 +224,14 @@ def quantize(model_dir: str | Path, goods: list[Path], goods_source: str, out_di
              float_outputs: bool = True, graphs: tuple[str, ...] = QUANTIZE_GRAPHS,
              threshold_goods: tuple[list[Path], str] | None = None,
              defects: tuple[list[Path], str] | None = None, target_frr: float = 0.005,
-             refit: bool = True, refit_images: int = REFIT_IMAGES, progress: Callable | None = None) -> QuantizeResult:
+             refit: bool = True, refit_images: int = REFIT_IMAGES, float_nodes: dict[str, str] | None = None,
+             progress: Callable | None = None) -> QuantizeResult:
     """Write an INT8 (Q/DQ) copy of the float model folder ``model_dir`` into ``out_dir``; see the module doc.
 
     goods: the model's training goods: the activation ranges come from at most ``max_images`` of them, evenly
     spread (ranges, not thresholds), and the refitted Gaussians from up to ``refit_images``. graphs: which
-    networks to quantize (the others are copied).
+    networks to quantize (the others are copied). float_nodes: graph name → regular expression of node names
+    kept float in it (default ``FLOAT_NODES``; ``{}`` for none).
     threshold_goods: (files, source) of goods the model never trained on, to set the thresholds on INT8
     scores; defects: (files, source) of labelled defects for the escape rate. refit: fit the map head's
     good-image statistics again on the INT8 graphs (``head_refit``): the Gaussians and the discriminator's
@@ -252,9 +275,17 @@ def quantize(model_dir: str | Path, goods: list[Path], goods_source: str, out_di
     for g in progress(manifest.graphs, "quantizing graphs") if progress else manifest.graphs:
         if g.name in graphs:
             is_head = manifest.score_output in {t.name for t in g.outputs}
-            kept_nodes = quantize_graph(src / g.file, out / g.file, feeds[g.name], method, activations, float_outputs,
-                                        head=is_head)
-            if kept_nodes and is_head:
+            pattern = (FLOAT_NODES if float_nodes is None else float_nodes).get(g.name)
+            try:
+                kept_nodes = quantize_graph(src / g.file, out / g.file, feeds[g.name], method, activations,
+                                            float_outputs, head=is_head, float_nodes=pattern)
+            except NotQuantized as why:
+                log.warning("graph %s stays float: %s", g.name, why)
+                kept.append(f"graph {g.name} ({why})")
+                shutil.copy2(src / g.file, out / g.file)
+                new_graphs.append(g.model_copy())
+                continue
+            if kept_nodes and (is_head or pattern):
                 kept.append(f"{g.name}: {kept_nodes[0]}")
             elif kept_nodes:
                 kept.append(f"{g.name}: the nodes computing its outputs ({', '.join(kept_nodes)})")

@@ -165,6 +165,11 @@ def test_cli_writes_an_int8_folder_and_says_what_it_did(tiny_model_dir, goods, t
     assert main(["quantize", "--model", str(tiny_model_dir), "--goods", str(goods), "--out",
                  str(tmp_path / "q2"), "--graphs", "nope"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    for bad in ("features", "features=(unclosed"):
+        assert main(["quantize", "--model", str(tiny_model_dir), "--goods", str(goods), "--out",
+                     str(tmp_path / "q3"), "--graphs", "features", "--float-nodes", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "--float-nodes" in err
     shutil.rmtree(tmp_path / "q")
 
 
@@ -181,3 +186,23 @@ def test_tensorrt_form_has_int8_activations_with_zero_point_zero(goods, tmp_path
     assert load_manifest(tmp_path / "int8").quantization.activations.startswith("int8 symmetric")
     with pytest.raises(ConfigError, match="unknown activation format"):
         quantize(model, sorted(goods.iterdir()), "goods", tmp_path / "x", activations="fp4")
+
+
+def test_float_node_patterns_keep_matching_nodes_float_and_a_pattern_matching_nothing_keeps_the_graph(goods, tmp_path):
+    model = _conv_model(tmp_path / "float")
+    files = sorted(goods.iterdir())
+    quantize(model, files, "goods", tmp_path / "kept", graphs=("features",), max_images=4,
+             float_nodes={"features": r"^Conv"})
+    q = load_manifest(tmp_path / "kept")
+    graph = onnx.load(str(tmp_path / "kept" / "features.onnx")).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert convs and all(producer.get(n.input[1]) is None or producer[n.input[1]].op_type != "DequantizeLinear"
+                         for n in convs)  # its weights stay float
+    assert any("'^Conv'" in k for k in q.quantization.kept_float)
+    quantize(model, files, "goods", tmp_path / "none", graphs=("features",), max_images=4,
+             float_nodes={"features": "no such node"})
+    q = load_manifest(tmp_path / "none")
+    assert q.graph("features").precision == "fp32"
+    assert any("no node matches" in k for k in q.quantization.kept_float)
+    assert sha256_file(tmp_path / "none" / "features.onnx") == sha256_file(model / "features.onnx")

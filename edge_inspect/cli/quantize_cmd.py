@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ..errors import ConfigError
 
 
@@ -10,8 +12,9 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser(
         "quantize", help="write an INT8 (Q/DQ) copy of a float model folder",
-        description="Quantize teacher 2, the students and the discriminator with ONNX Runtime (QDQ format, int8 "
-        "per-channel weights, activation ranges from good images) into a new model folder. With --threshold-goods "
+        description="Quantize the networks (teacher 1 but its first blocks, teacher 2, the students, the "
+        "discriminator's convolutions) with ONNX Runtime (QDQ format, int8 per-channel weights, activation "
+        "ranges from good images) into a new model folder. With --threshold-goods "
         "the map head's Gaussians and scales are fitted again on the INT8 features and the thresholds are set "
         "again on INT8 scores (as 'edge-inspect calibrate' does); without them the float ones are kept and the "
         "manifest says so.",
@@ -36,6 +39,9 @@ def register(subparsers) -> None:
                    "stay float)")
     p.add_argument("--max-images", type=int, default=32, metavar="N",
                    help="calibration images, evenly spread over --goods (default 32)")
+    p.add_argument("--float-nodes", action="append", default=None, metavar="GRAPH=REGEX",
+                   help="keep the nodes of GRAPH whose names match REGEX float (repeatable; GRAPH= for none). "
+                   "Default: teacher1's stem and blocks 0-4 (a teacher 1 without such nodes stays float)")
     p.add_argument("--no-refit", action="store_true",
                    help="keep the float model's map-head statistics (Gaussians, input and fusion scales) instead of "
                    "fitting them again on the INT8 graphs (which needs --threshold-goods)")
@@ -57,10 +63,23 @@ def run(args) -> int:
     if defects is not None and tgoods is None:
         raise ConfigError("--defects needs --threshold-goods (the escape rate is measured at the new threshold)")
     graphs = tuple(n.strip() for n in args.graphs.split(",") if n.strip())
+    float_nodes = None
+    if args.float_nodes is not None:
+        float_nodes = {}
+        for item in args.float_nodes:
+            name, sep, pattern = item.partition("=")
+            if not sep or not name:
+                raise ConfigError(f"--float-nodes takes GRAPH=REGEX, got '{item}'")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"--float-nodes {item}: not a regular expression ({exc})") from exc
+            if pattern:
+                float_nodes[name] = pattern
     bar = None if args.no_progress else (lambda items, desc: track(items, len(items), desc))
     result = quantize(args.model, goods, source, args.out, method=args.method, activations=args.activations,
                       max_images=args.max_images, graphs=graphs, threshold_goods=tgoods, defects=defects,
-                      target_frr=args.target_frr, refit=not args.no_refit, progress=bar)
+                      target_frr=args.target_frr, refit=not args.no_refit, float_nodes=float_nodes, progress=bar)
     m = result.manifest
     q = m.quantization
     int8 = [g.name for g in m.graphs if g.precision != "fp32"]
