@@ -46,13 +46,21 @@ class GraphChain:
     (B, 3, H, W) at a time; ``graph_bytes`` replaces a graph's file (an edited head, say)."""
 
     def __init__(self, model_dir: Path, manifest: Manifest, graph_bytes: dict[str, bytes] | None = None):
-        ort = require("onnxruntime", "cpu", "quantization")
         self.manifest = manifest
         self.steps = []
         for g in manifest.graphs:
-            src = (graph_bytes or {}).get(g.name) or str(Path(model_dir) / g.file)
-            sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
-            self.steps.append((g, sess, [o.name for o in sess.get_outputs()]))
+            self.steps.append(self._step(g, (graph_bytes or {}).get(g.name) or str(Path(model_dir) / g.file)))
+
+    @staticmethod
+    def _step(graph, src):
+        ort = require("onnxruntime", "cpu", "quantization")
+        sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+        return graph, sess, [o.name for o in sess.get_outputs()]
+
+    def replace(self, name: str, graph_bytes: bytes) -> None:
+        """Run ``graph_bytes`` in place of graph ``name`` from now on (the other sessions are kept)."""
+        self.steps = [self._step(g, graph_bytes) if g.name == name else (g, sess, names)
+                      for g, sess, names in self.steps]
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every graph input and output for input ``x``, by tensor name."""
@@ -163,8 +171,8 @@ def refit_head(model_dir: str | Path, manifest: Manifest, train_inputs: Collecti
 
     # 1. training goods: discriminator input scaling and both Gaussians (independent of each other)
     extra = [t for t in (slots.disc_input, slots.glob and slots.glob[0], slots.reg and slots.reg[0]) if t]
+    chain = GraphChain(model_dir, manifest, {head.name: with_outputs(extra)})  # backbone sessions made once
     if extra:
-        chain = GraphChain(model_dir, manifest, {head.name: with_outputs(extra)})
         moments, pooled, windows = _Moments(per_channel=True), [], []
         for x in wrap(train_inputs, "head statistics: training goods"):
             t = chain.run(x)
@@ -190,7 +198,7 @@ def refit_head(model_dir: str | Path, manifest: Manifest, train_inputs: Collecti
     # 2. held-out goods: the fusion scales, maps first (the local score is the fused map's max)
     score_fusion = manifest.score_fusion
     if slots.map_stats and {"rstpm_map", "region_map"} <= {t.name for t in head.outputs}:
-        chain = GraphChain(model_dir, manifest, {head.name: with_outputs([])})
+        chain.replace(head.name, with_outputs([]))
         rstpm, region = _Moments(per_channel=False), _Moments(per_channel=False)
         for x in wrap(held_out_inputs, "head statistics: held-out goods (maps)"):
             t = chain.run(x)
@@ -203,7 +211,7 @@ def refit_head(model_dir: str | Path, manifest: Manifest, train_inputs: Collecti
     if slots.score_stats and score_fusion is not None:
         stats = next(i for i in model.graph.initializer if i.name == SCORE_STATS)
         old = numpy_helper.to_array(stats).astype(np.float64)
-        chain = GraphChain(model_dir, manifest, {head.name: with_outputs([])})
+        chain.replace(head.name, with_outputs([]))
         local, glob = [], []
         for x in wrap(held_out_inputs, "head statistics: held-out goods (scores)"):
             t = chain.run(x)

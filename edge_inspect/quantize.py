@@ -158,7 +158,7 @@ class NotQuantized(Exception):
 
 def quantize_graph(src: Path, dst: Path, feeds: list[dict], method: str = "minmax",
                    activations: str = "u8-asymmetric", float_outputs: bool = True, head: bool = False,
-                   float_nodes: str | None = None) -> list[str]:
+                   float_nodes: str | None = None) -> str | None:
     """Write ``dst``: ``src`` with Q/DQ (int8 symmetric per-channel weights), activations calibrated on ``feeds``.
 
     ``float_outputs``: the nodes that compute the graph's outputs stay float (``output_producers``), so the
@@ -166,7 +166,7 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict], method: str = "minma
     of which only the discriminator's convolutions are quantized (``discriminator_convs``; a head without
     them is quantized like any graph). ``float_nodes``: a regular expression; the nodes whose names it
     matches stay float too, and NotQuantized is raised (nothing written) when it matches none. Returns what
-    was kept float.
+    was kept float, in words (None: nothing).
     """
     import onnx
 
@@ -187,10 +187,9 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict], method: str = "minma
         for i, node in enumerate(model.graph.node):
             node.name = node.name or f"{node.op_type}_{i}"
         onnx.save(model, str(pre))
-        only = discriminator_convs(model) if head else None
-        head = bool(only)  # a head without a discriminator (not trainer-made) is quantized like any graph
-        only = only or None
-        excluded = output_producers(model) if float_outputs and not head else []
+        # a head without a discriminator (not trainer-made) is quantized like any graph
+        only = (discriminator_convs(model) or None) if head else None
+        excluded = output_producers(model) if float_outputs and not only else []
         if float_nodes:
             pattern = re.compile(float_nodes)
             matched = [n.name for n in model.graph.node if pattern.search(n.name)]
@@ -204,11 +203,11 @@ def quantize_graph(src: Path, dst: Path, feeds: list[dict], method: str = "minma
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
             calibration_cache_path=str(Path(tmp) / "cal.cache") if _has_cache_arg() else None,
         )
-    if head:
-        return ["every node but the discriminator's convolutions (distances, Gaussians, blur, fusion)"]
+    if only:
+        return "every node but the discriminator's convolutions (distances, Gaussians, blur, fusion)"
     if float_nodes:
-        return [f"the nodes matching {float_nodes!r} and those computing its outputs ({len(excluded)} nodes)"]
-    return excluded
+        return f"the nodes matching {float_nodes!r} and those computing its outputs ({len(excluded)} nodes)"
+    return f"the nodes computing its outputs ({', '.join(excluded)})" if excluded else None
 
 
 def _has_cache_arg() -> bool:
@@ -267,6 +266,14 @@ def quantize(model_dir: str | Path, goods: list[Path], goods_source: str, out_di
     files = _goods(goods, max_images)
     if not files:
         raise ConfigError("no good images to calibrate the activations on")
+    fit_goods: list[Path] = []
+    if refit and threshold_goods is not None:
+        # the Gaussians must not see the goods that then set the fusion scales and the thresholds: those would
+        # look more normal than the line's parts, and the threshold would come out too low
+        held_out = {Path(f).resolve() for f in threshold_goods[0]}
+        fit_goods = [f for f in goods if Path(f).resolve() not in held_out]
+        if len(fit_goods) < 2:
+            raise ConfigError("--goods has no images besides --threshold-goods to refit the head's Gaussians on")
     images = [preprocess(load_image(f), manifest.input, channel_order="RGB") for f in files]
     feeds = _graph_feeds(src, manifest, images)
     out.mkdir(parents=True, exist_ok=True)
@@ -277,18 +284,16 @@ def quantize(model_dir: str | Path, goods: list[Path], goods_source: str, out_di
             is_head = manifest.score_output in {t.name for t in g.outputs}
             pattern = (FLOAT_NODES if float_nodes is None else float_nodes).get(g.name)
             try:
-                kept_nodes = quantize_graph(src / g.file, out / g.file, feeds[g.name], method, activations,
-                                            float_outputs, head=is_head, float_nodes=pattern)
+                kept_note = quantize_graph(src / g.file, out / g.file, feeds[g.name], method, activations,
+                                           float_outputs, head=is_head, float_nodes=pattern)
             except NotQuantized as why:
                 log.warning("graph %s stays float: %s", g.name, why)
                 kept.append(f"graph {g.name} ({why})")
                 shutil.copy2(src / g.file, out / g.file)
                 new_graphs.append(g.model_copy())
                 continue
-            if kept_nodes and (is_head or pattern):
-                kept.append(f"{g.name}: {kept_nodes[0]}")
-            elif kept_nodes:
-                kept.append(f"{g.name}: the nodes computing its outputs ({', '.join(kept_nodes)})")
+            if kept_note:
+                kept.append(f"{g.name}: {kept_note}")
             new_graphs.append(g.model_copy(update={"sha256": sha256_file(out / g.file), "precision": INT8}))
         else:
             shutil.copy2(src / g.file, out / g.file)
@@ -309,13 +314,7 @@ def quantize(model_dir: str | Path, goods: list[Path], goods_source: str, out_di
     int8 = manifest.model_copy(update={"graphs": new_graphs, "quantization": record, "schema_version": SCHEMA_VERSION,
                                        "model_id": manifest.model_id + "-int8"})
     int8 = Manifest.model_validate(int8.model_dump())
-    if refit and threshold_goods is not None:
-        # the Gaussians must not see the goods that then set the fusion scales and the thresholds: those would
-        # look more normal than the line's parts, and the threshold would come out too low
-        held_out = {Path(f).resolve() for f in threshold_goods[0]}
-        fit_goods = [f for f in goods if Path(f).resolve() not in held_out]
-        if len(fit_goods) < 2:
-            raise ConfigError("--goods has no images besides --threshold-goods to refit the head's Gaussians on")
+    if fit_goods:
         int8, refit_report = refit_head(out, int8, _Inputs(_goods(fit_goods, refit_images), manifest.input),
                                         _Inputs(threshold_goods[0], manifest.input), progress=progress)
         record = record.model_copy(update={"head_refit": f"{refit_report.describe()}; training-goods statistics "
