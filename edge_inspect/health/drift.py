@@ -79,6 +79,7 @@ class DriftMonitor:
         self._judged: deque[bool] = deque(maxlen=w)  # True for NG, over the last `window` parts judged
         self._ng_in_window = 0
         self._context: object | None = None  # what the window belongs to (the pipeline's Thresholds object)
+        self._expected: object | None = None  # after reset(in_force): the only context a new window may start with
         self._epoch = 0  # bumped by reset(): a check computed before a reset is not stored after it
         self._reference: GoodScoreModel | None = None
         self._threshold: float | None = None
@@ -98,6 +99,8 @@ class DriftMonitor:
         if not self.settings.enabled or label not in ("ok", "ng"):
             return
         if context is not self._context:
+            if self._expected is not None and context is not self._expected:
+                return  # judged before the reset, published after it: it must not open the new window
             self._start(threshold, calibration, context)
         with self._lock:
             if len(self._judged) == self._judged.maxlen and self._judged[0]:
@@ -165,11 +168,12 @@ class DriftMonitor:
 
     # ---- any thread ----------------------------------------------------------------------------
 
-    def reset(self) -> None:
-        """Forget the window (a reload or a new threshold makes it meaningless); the next verdict starts a new one."""
+    def reset(self, in_force: object | None = None) -> None:
+        """Forget the window (a reload or a new threshold makes it meaningless); the next verdict starts a new
+        one. ``in_force``: the context now in force; verdicts of another one (still in flight) are ignored."""
         with self._lock:
             self._clear()
-            self._context = None
+            self._context, self._expected = None, in_force
             if self.settings.enabled and self._state != "unavailable":
                 self._state = "warming_up"
 

@@ -687,7 +687,7 @@ class Pipeline:
             model.thresholds = new  # both checked before either changes
             if pending is not None:
                 pending.thresholds = new_pending
-        self._drift.reset()
+        self._drift.reset(new_pending or new)  # a queued model takes over with its own thresholds
         log.info("thresholds set at run time: image %.4g, pixel %.4g", new.image, new.pixel)
         return {"image": new.image, "pixel": new.pixel, "source": new.source}
 
@@ -752,7 +752,7 @@ class Pipeline:
                 old, self._model = self._model, new
             self._close_backend(old)
             in_force = True
-        self._drift.reset()
+        self._drift.reset(new.thresholds)
         self.stats.incr("reloads")
         reply["in_force"] = in_force
         return reply
