@@ -103,8 +103,8 @@ class TrainConfig(BaseModel):
                             "a pseudo-anomaly)")
     keep_best: bool = Field(False, description="keep each stage's epoch that is best on validation, not its last")
     head_selection: Literal["fixed", "auto"] = Field(
-        "fixed", description="auto: export picks st_exponent, map_sigma, region_weight and global_weight on "
-        "validation (explicit --head values win); fixed: the config's values")
+        "fixed", description="auto: export picks st_exponent, map_sigma and region_weight on validation "
+        "(explicit --head values win; global_weight stays configured); fixed: the config's values")
     # data
     max_train_images: int | None = Field(None, ge=2, description="use at most this many good training images")
     holdout_fraction: float = Field(0.2, ge=0, lt=1, description="good images held out for the score statistics "

@@ -7,7 +7,10 @@ good-image statistics; here those come from other folds of the validation goods 
 (a validation anomaly sits in the fold of the good image it was made on), as a new part is scored.
 
 Not in the grid: ``region_window`` (it changes the regional Gaussian, fitted on the training images) and
-``score_topk``.
+``score_topk``. ``global_weight`` stays at the configured value (``--head global_weight=W`` sets it): the
+validation anomalies are local and barely move an image's pooled statistics, so validation cannot grade the
+image-level Gaussian. Searched anyway, it set the weight to 0 on a 300-goods magnetic_tile run, and the test
+set's image AUROC fell from 0.884 to 0.837 (issue 19's notes).
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ HEAD_GRID: dict[str, tuple[float, ...]] = {
     "st_exponent": (0.0, 0.5, 1.0),
     "map_sigma": (2.0, 4.0, 8.0),
     "region_weight": (0.0, 0.5, 1.0, 2.0),
-    "global_weight": (0.0, 0.5, 1.0, 2.0),
 }
+NOT_SEARCHED = ("global_weight",)  # kept at the configured (or explicit) value: see the module docstring
 MAX_VALIDATION_GOODS = 100  # enough to rank heads; more only costs time at export
 FOLDS = 5
 PIXEL_STRIDE = 4  # pixel AUROC on every 4th pixel: the maps are smooth at that scale, and 16x cheaper
@@ -106,8 +109,9 @@ def select_head(model, cfg, ckpt: dict, fixed: dict | None = None) -> tuple[dict
         log.warning("head selection and threshold calibration share the same %d held-out goods (too few to split)",
                     len(names))
     head = model.head
+    current = {k: getattr(cfg.model, k) for k in (*HEAD_GRID, *NOT_SEARCHED)}
     grid = {k: (fixed[k],) if k in fixed else v for k, v in HEAD_GRID.items()}
-    current = {k: getattr(cfg.model, k) for k in HEAD_GRID}
+    grid.update({k: (fixed.get(k, current[k]),) for k in NOT_SEARCHED})
     if not head.use_disc:
         grid["st_exponent"] = (current["st_exponent"],)
     if not bool(head.glob_fitted):
@@ -132,11 +136,11 @@ def select_head(model, cfg, ckpt: dict, fixed: dict | None = None) -> tuple[dict
                 settings = {"st_exponent": e, "map_sigma": sigma, "region_weight": rw, "global_weight": gw}
                 results.append({**settings, "image_auroc": img, "pixel_auroc": pixel["pixel_auroc"],
                                 "figure": round(figure(img, pixel["pixel_auroc"]), 5)})
-    changes = lambda r: sum(r[k] != current[k] for k in HEAD_GRID)  # noqa: E731
+    changes = lambda r: sum(r[k] != current[k] for k in current)  # noqa: E731
     results.sort(key=lambda r: (-r["figure"], changes(r)))
     best = results[0]
-    chosen = {k: best[k] for k in HEAD_GRID}
-    configured = next((r for r in results if all(r[k] == current[k] for k in HEAD_GRID)), None)
+    chosen = {k: best[k] for k in current}
+    configured = next((r for r in results if all(r[k] == current[k] for k in current)), None)
     report = {
         "method": "grid search on held-out goods + seeded validation anomalies (no test images); "
                   "figure = (image AUROC + pixel AUROC) / 2",
@@ -144,7 +148,7 @@ def select_head(model, cfg, ckpt: dict, fixed: dict | None = None) -> tuple[dict
         "configured": current,
         "configured_figures": {k: configured[k] for k in ("image_auroc", "pixel_auroc", "figure")}
         if configured else None,
-        "explicit": fixed, "grid": {k: list(v) for k, v in grid.items()},
+        "explicit": fixed, "grid": {k: list(v) for k, v in grid.items()}, "not_searched": list(NOT_SEARCHED),
         "validation_goods": len(vset) // 2, "shared_with_calibration": shared,
         "top5": results[:5],
     }

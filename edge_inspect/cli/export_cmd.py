@@ -20,9 +20,9 @@ def register(sub) -> None:
         "--head", action="append", default=[], metavar="KEY=VALUE",
         help="change how maps are combined without retraining: st_exponent (1 = paper's product, 0 = discriminator "
         "alone), map_sigma (smoothing, input pixels), score_topk, region_weight and global_weight (0 = the paper's "
-        "map and score); 'auto' picks the first four on validation (held-out goods + validation anomalies, never "
-        "test images), other KEY=VALUE given with it win; 'fixed' keeps the run's values (default: the run's "
-        "head_selection setting)",
+        "map and score); 'auto' picks st_exponent, map_sigma and region_weight on validation (held-out goods + "
+        "validation anomalies, never test images), other KEY=VALUE given with it win; 'fixed' keeps the run's "
+        "values (default: the run's head_selection setting)",
     )
     p.set_defaults(func=run)
 

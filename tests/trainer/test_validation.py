@@ -99,6 +99,10 @@ def test_training_and_export_with_test_data_blocked(blocked_run):
         assert m.provenance.training_config["model"][k] == value  # what was chosen is what was exported
     assert v["selected_figures"]["figure"] == max(r["figure"] for r in v["top5"])
     assert v["selected_figures"]["figure"] >= v["configured_figures"]["figure"]
+    # validation anomalies are local: the image-level Gaussian's weight is not searched, it stays configured
+    configured_global = v["configured"]["global_weight"]
+    assert v["grid"]["global_weight"] == [configured_global] and v["not_searched"] == ["global_weight"]
+    assert v["selected"]["global_weight"] == configured_global and len(v["grid"]["region_weight"]) > 1
 
 
 def test_explicit_head_values_win_over_auto(blocked_run, tmp_path):
