@@ -10,8 +10,9 @@ statistic from the calibration half of the held-out goods.
 ``gaussian``: estimators of the image-level Gaussian (which taps, joint or block-diagonal covariance, log of the
 pooled standard deviations), each scored by image AUROC of its Mahalanobis distance.
 
-Validation = the validation half of the run's held-out goods + one validation anomaly on each
-(trainer.validation). Pixel AUROC here is at the model's input size (256² for magnetic_tile), so it differs a
+Validation = the run's validation goods (the half of its held-out goods that never sets a statistic) + one
+validation anomaly on each (trainer.validation); every statistic the fusion needs comes from the other half
+(the calibration goods). Pixel AUROC here is at the model's input size (256² for magnetic_tile), so it differs a
 little from ``edge-inspect eval``'s, which works in each image's own frame.
 
   python benchmarks/head_experiments.py --run RUN --what knn --bank 1000 --bank 3000
@@ -190,7 +191,9 @@ def main(argv=None) -> int:
     model, cfg, ckpt = load_trained(args.run)
     spec = input_spec(cfg)
     cat_dir = Path(ckpt["data"]["root"]) / ckpt["data"]["category"]
-    calib, val, _ = split_holdout(ckpt["data"]["holdout"])
+    calib, val = ckpt["data"]["holdout"], ckpt["data"].get("validation")
+    if val is None:  # a run from before the calibration / validation split: split as export does
+        calib, val, _ = split_holdout(calib)
     vset = make_validation_set([cat_dir / p for p in val], cfg, spec)
     test_paths, test_labels, test_masks = test_split(cat_dir, spec.hw)
     goods = lambda names: to_input(load_rgb_stack([cat_dir / p for p in names], spec), spec)  # noqa: E731

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from edge_inspect.errors import ConfigError
-from edge_inspect.evaluation.metrics import image_auroc
+from edge_inspect.evaluation.metrics import auroc_standard_error, image_auroc
 
 from .model import gaussian_kernel, smooth_full
 from .train import _cl, _progress, fused_outputs, input_spec, score_statistics
@@ -152,6 +152,15 @@ def select_head(model, cfg, ckpt: dict, fixed: dict | None = None) -> tuple[dict
         "validation_goods": len(vset) // 2, "shared_with_calibration": shared,
         "top5": results[:5],
     }
+    # How far the image AUROC alone would move on another validation set of this size: differences below it
+    # (the usual case on 40-100 goods) are noise, and the report says so rather than leaving a false precision.
+    n_anomalies = int(vset.labels.sum())
+    report["image_auroc_se"] = round(auroc_standard_error(best["image_auroc"], n_anomalies,
+                                                          len(vset.labels) - n_anomalies), 5)
+    report["within_noise"] = bool(configured and best["figure"] - configured["figure"] < report["image_auroc_se"])
     log.info("head auto: %s (validation image AUROC %.4f, pixel AUROC %.4f); configured %s: %s", chosen,
              best["image_auroc"], best["pixel_auroc"], current, report["configured_figures"])
+    if report["within_noise"]:
+        log.info("head auto: its figure beats the configured head's by less than one standard error of the image "
+                 "AUROC (%.3f), so validation cannot tell the two heads apart", report["image_auroc_se"])
     return chosen, report

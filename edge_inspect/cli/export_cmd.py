@@ -48,6 +48,9 @@ def run(args) -> int:
               + ", ".join(f"{k} {val:g}" for k, val in v["selected"].items())
               + f"; image/pixel AUROC {f['image_auroc']:.4f}/{f['pixel_auroc']:.4f}"
               + (f" (configured head: {c['image_auroc']:.4f}/{c['pixel_auroc']:.4f})" if c else ""))
+        if v.get("within_noise"):
+            print(f"  the two differ by less than one standard error of the image AUROC ({v['image_auroc_se']:.3f}):"
+                  " validation cannot tell them apart")
     from ..evaluation.recalibrate import describe
 
     print(describe(m.calibration))

@@ -57,6 +57,17 @@ def image_auroc(labels, scores) -> float:
     return float(roc_auc_score(y, s))
 
 
+def auroc_standard_error(auroc: float, n_defective: int, n_good: int) -> float:
+    """Standard error of an AUROC measured on ``n_defective`` + ``n_good`` samples (Hanley & McNeil, Radiology
+    1982): how far the same method's AUROC would move on another sample of the same size."""
+    if n_defective < 1 or n_good < 1:
+        raise DataError(f"an AUROC's standard error needs both classes (got {n_good} good, {n_defective} defective)")
+    a = float(auroc)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_defective - 1) * (q1 - a * a) + (n_good - 1) * (q2 - a * a)) / (n_defective * n_good)
+    return float(np.sqrt(max(var, 0.0)))
+
+
 def image_roc(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) of image scores, as sklearn.metrics.roc_curve returns them."""
     roc_curve = require("sklearn.metrics", "eval", "evaluation metrics").roc_curve

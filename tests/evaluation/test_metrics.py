@@ -156,3 +156,18 @@ def test_area_under_interpolates_at_x_max():
     assert M.area_under([0, 1], [0, 1], 0.5) == pytest.approx(0.125)
     assert M.area_under([0, 0, 1], [0, 1, 1], 0.3) == pytest.approx(0.3)  # vertical step at 0
     assert M.area_under([0, 0.2, 1], [1, 1, 1]) == pytest.approx(1.0)
+
+
+def test_auroc_standard_error_matches_hanley_mcneil_and_the_spread_of_resampled_aurocs():
+    # Hanley & McNeil's worked scale: AUROC 0.9 on 76 + 76 samples has a standard error of about 0.026
+    assert M.auroc_standard_error(0.9, 76, 76) == pytest.approx(0.0260, abs=5e-4)
+    assert M.auroc_standard_error(0.9, 760, 760) < M.auroc_standard_error(0.9, 76, 76) / 3
+    assert M.auroc_standard_error(1.0, 10, 10) == 0.0
+    # and it describes what it claims: the spread of AUROCs over many draws of that size (binormal scores)
+    rng = np.random.default_rng(0)
+    d = 1.81  # binormal separation whose AUROC is 0.9
+    draws = [roc_auc_score(np.r_[np.zeros(76), np.ones(76)], np.r_[rng.normal(0, 1, 76), rng.normal(d, 1, 76)])
+             for _ in range(400)]
+    assert np.std(draws) == pytest.approx(M.auroc_standard_error(float(np.mean(draws)), 76, 76), rel=0.2)
+    with pytest.raises(DataError, match="both classes"):
+        M.auroc_standard_error(0.9, 0, 10)

@@ -103,6 +103,10 @@ def test_training_and_export_with_test_data_blocked(blocked_run):
     configured_global = v["configured"]["global_weight"]
     assert v["grid"]["global_weight"] == [configured_global] and v["not_searched"] == ["global_weight"]
     assert v["selected"]["global_weight"] == configured_global and len(v["grid"]["region_weight"]) > 1
+    # the report says whether the choice beats the configured head by more than the validation set's noise
+    assert 0 < v["image_auroc_se"] < 0.5
+    gain = v["selected_figures"]["figure"] - v["configured_figures"]["figure"]
+    assert v["within_noise"] is (gain < v["image_auroc_se"])
 
 
 def test_explicit_head_values_win_over_auto(blocked_run, tmp_path):
@@ -122,7 +126,10 @@ def test_export_cli_head_auto_prints_the_choice(blocked_run, tmp_path, capsys):
 
     _, run, _ = blocked_run
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "m"), "--head", "auto"]) == 0
-    assert "head chosen on validation" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "head chosen on validation" in printed
+    v = load_manifest(tmp_path / "m").provenance.validation
+    assert ("validation cannot tell them apart" in printed) is v["within_noise"]
     assert main(["export", "--run", str(run), "--out", str(tmp_path / "f"), "--head", "fixed"]) == 0
     assert load_manifest(tmp_path / "f").provenance.validation is None
 
