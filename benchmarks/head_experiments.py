@@ -17,6 +17,8 @@ little from ``edge-inspect eval``'s, which works in each image's own frame.
 
   python benchmarks/head_experiments.py --run RUN --what knn --bank 1000 --bank 3000
   python benchmarks/head_experiments.py --run RUN --what gaussian
+
+Rows of the magnetic_tile runs so far: benchmarks/head_experiments_results.jsonl (``--results`` appends).
 """
 
 from __future__ import annotations
