@@ -157,17 +157,21 @@ def refit_head(model_dir: str | Path, manifest: Manifest, train_inputs: Collecti
     wrap = progress or (lambda it, _desc: it)
     new: dict[str, np.ndarray] = {}
 
-    def with_outputs(names: list[str]) -> bytes:
+    def updated(extra_outputs: list[str]):
+        """A copy of the head with the statistics refitted so far, exposing ``extra_outputs`` as well."""
         m = onnx.ModelProto()
         m.CopyFrom(model)
         for init in m.graph.initializer:
             if init.name in new:
                 init.CopyFrom(numpy_helper.from_array(new[init.name].astype(np.float32), init.name))
         present = {o.name for o in m.graph.output}
-        for name in names:
+        for name in extra_outputs:
             if name not in present:
                 m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-        return m.SerializeToString()
+        return m
+
+    def with_outputs(extra_outputs: list[str]) -> bytes:
+        return updated(extra_outputs).SerializeToString()
 
     # 1. training goods: discriminator input scaling and both Gaussians (independent of each other)
     extra = [t for t in (slots.disc_input, slots.glob and slots.glob[0], slots.reg and slots.reg[0]) if t]
@@ -229,10 +233,7 @@ def refit_head(model_dir: str | Path, manifest: Manifest, train_inputs: Collecti
         report.fitted.append("score fusion scales")
     if not new:
         return manifest, report
-    for init in model.graph.initializer:
-        if init.name in new:
-            init.CopyFrom(numpy_helper.from_array(new[init.name].astype(np.float32), init.name))
-    onnx.save(model, str(model_dir / head.file))
+    onnx.save(updated([]), str(model_dir / head.file))
     graphs = [g.model_copy(update={"sha256": sha256_file(model_dir / g.file)}) if g.name == head.name else g
               for g in manifest.graphs]
     log.info("refitted the head's statistics on its own graphs: %s", report.describe())

@@ -2,7 +2,7 @@
 
 The networks run once over the validation set; every candidate head is then recombined from the same
 components (student-teacher map and discriminator probability at stride 4, regional map at stride 16,
-image-level distance), so a grid of a hundred heads costs about one pass. Fused heads standardise with
+image-level distance), so the whole grid (36 heads) costs about one pass. Fused heads standardise with
 good-image statistics; here those come from other folds of the validation goods than the ones scored
 (a validation anomaly sits in the fold of the good image it was made on), as a new part is scored.
 

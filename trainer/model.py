@@ -276,12 +276,6 @@ class MapHead(nn.Module):
     def _smooth_full(self, m: torch.Tensor) -> torch.Tensor:
         return smooth_full(m, self.image_size, self.blur)
 
-    def _up_full(self, m: torch.Tensor) -> torch.Tensor:
-        return upsample_full(m, self.image_size)
-
-    def _blur_full(self, m: torch.Tensor) -> torch.Tensor:
-        return blur_map(m, self.blur)
-
     def image_score(self, amap: torch.Tensor) -> torch.Tensor:
         flat = amap.flatten(1)
         if self.score_topk > 1:
@@ -319,8 +313,9 @@ class MapHead(nn.Module):
         are linear and the blur keeps constants, so blurring the weighted sum gives the same map (the line
         graph, cut to this output, saves a full-resolution blur per frame)."""
         a, b, c, d = self.map_stats
-        mixed = self._up_full(final) / b + (self.region_weight / d) * self._up_full(region_small)
-        return self._blur_full(mixed) - (a / b + self.region_weight * c / d)
+        up = lambda m: upsample_full(m, self.image_size)  # noqa: E731
+        mixed = up(final) / b + (self.region_weight / d) * up(region_small)
+        return blur_map(mixed, self.blur) - (a / b + self.region_weight * c / d)
 
     def fused_score(self, local: torch.Tensor, glob: torch.Tensor) -> torch.Tensor:
         """z(local) + global_weight · z(global): both standardised with their held-out good-image stats."""
@@ -353,7 +348,7 @@ class MapHead(nn.Module):
             "region_map": region,
             "st_map": self._smooth_full(st),
             "stpm_map": self._smooth_full(stpm),
-            "disc_prob": F.interpolate(prob, size=self.image_size, mode="bilinear", align_corners=False),
+            "disc_prob": upsample_full(prob, self.image_size),
         }
         out["global_score"] = self.global_score(t1, t2)
         local = self.image_score(out["anomaly_map"])
