@@ -36,9 +36,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edge_inspect.data.mvtec import MVTecCategory, load_mask
 from edge_inspect.evaluation.metrics import image_auroc, pixel_auroc
 from edge_inspect.gaussian import fit_gaussian
 from trainer.data import load_rgb_stack, to_input
+from trainer.gaussian import pooled_statistics
 from trainer.model import smooth_full
 from trainer.train import fused_outputs, head_components, input_spec, load_trained, score_statistics
 from trainer.validation import make_validation_set, split_holdout
@@ -51,19 +53,13 @@ def batched(fn, x: torch.Tensor, batch: int = 16) -> torch.Tensor:
         return torch.cat([fn(x[i : i + batch]) for i in range(0, len(x), batch)])
 
 
-def test_split(cat_dir: Path, hw: tuple[int, int]):
-    """MVTec test images, labels (N,) and masks (N, H, W) bool at the model's input size."""
-    paths, labels, masks = [], [], []
-    for d in sorted((cat_dir / "test").iterdir()):
-        for p in sorted(d.glob("*.png")):
-            paths.append(p)
-            labels.append(int(d.name != "good"))
-            m = np.zeros(hw, bool)
-            if d.name != "good":
-                a = cv2.imread(str(cat_dir / "ground_truth" / d.name / f"{p.stem}_mask.png"), cv2.IMREAD_GRAYSCALE)
-                m = cv2.resize(a, hw[::-1], interpolation=cv2.INTER_NEAREST) > 127
-            masks.append(m)
-    return paths, np.array(labels), np.stack(masks)
+def load_test_set(cat_dir: Path, hw: tuple[int, int]):
+    """MVTec test images, labels (N,) and masks (N, H, W) bool resized (nearest) to the model's input size."""
+    samples = MVTecCategory(cat_dir.parent, cat_dir.name).test_samples()
+    masks = [np.zeros(hw, bool) if s.mask_path is None else
+             cv2.resize(load_mask(s.mask_path).astype(np.uint8), hw[::-1], interpolation=cv2.INTER_NEAREST) > 0
+             for s in samples]
+    return [s.path for s in samples], np.array([s.label for s in samples]), np.stack(masks)
 
 
 def patch_features(model, x: torch.Tensor) -> torch.Tensor:
@@ -110,6 +106,7 @@ def run_knn(model, sets: dict, train_x: torch.Tensor, banks: list[int], weights:
     (c_rstpm, c_region, c_glob), _ = comps["calib"]
     stats = score_statistics(head, c_rstpm, c_region, c_glob)
     c_map, _ = fused_outputs(head, c_rstpm, c_region, c_glob, *stats)
+    deployed = {n: fused_outputs(head, *comps[n][0], *stats) for n in ("val", "test")}  # (maps, scores)
     results = []
     for k in banks:
         t0 = time.time()
@@ -120,8 +117,8 @@ def run_knn(model, sets: dict, train_x: torch.Tensor, banks: list[int], weights:
         mean, std = knn["calib"].mean(), knn["calib"].std()
         for name in ("val", "test"):
             _, labels, masks = sets[name]
-            (rstpm, region, glob), _ = comps[name]
-            deployed_map, deployed_score = fused_outputs(head, rstpm, region, glob, *stats)
+            glob = comps[name][0][2]
+            deployed_map, deployed_score = deployed[name]
             row = {"what": "knn", "bank": k, "coreset_s": seconds, "set": name,
                    "knn_alone": aurocs(labels, masks, knn[name]),
                    "deployed": aurocs(labels, masks, deployed_map, deployed_score.numpy())}
@@ -137,13 +134,14 @@ def run_knn(model, sets: dict, train_x: torch.Tensor, banks: list[int], weights:
 
 
 def pooled_taps(model, x: torch.Tensor) -> list[np.ndarray]:
-    """Per tap of both teachers (TAPS): (N, 2C) spatial mean and standard deviation."""
+    """Per tap of both teachers (TAPS): (N, 2C) spatial mean and standard deviation, as the deployed Gaussian
+    pools them (trainer.gaussian.pooled_statistics)."""
     out = [[] for _ in TAPS]
     with torch.no_grad():
         for i in range(0, len(x), 16):
             z = x[i : i + 16]
             for k, f in enumerate(list(model.teacher1(z)) + list(model.teacher2(z))):
-                out[k].append(torch.cat([f.mean(dim=(2, 3)), f.std(dim=(2, 3), unbiased=False)], 1))
+                out[k].append(pooled_statistics([f]))
     return [torch.cat(o).double().numpy() for o in out]
 
 
@@ -167,9 +165,9 @@ def run_gaussian(model, sets: dict, train_x: torch.Tensor) -> list[dict]:
         dist = {n: 0.0 for n in ("val", "test")}
         for block in blocks:
             cols = {n: np.concatenate([pooled[n][i] for i in block], 1) for n in pooled}
-            if log_std:
-                std_cols = np.concatenate([np.r_[np.zeros(len(pooled["train"][i][0]) // 2, bool),
-                                                 np.ones(len(pooled["train"][i][0]) // 2, bool)] for i in block])
+            if log_std:  # each tap's columns are its C means, then its C standard deviations
+                halves = [pooled["train"][i].shape[1] // 2 for i in block]
+                std_cols = np.concatenate([np.r_[np.zeros(c, bool), np.ones(c, bool)] for c in halves])
                 cols = {n: np.where(std_cols, np.log(np.maximum(v, 1e-12)), v) for n, v in cols.items()}
             mean, whiten, _ = fit_gaussian(cols["train"].astype(np.float32))
             for n in dist:
@@ -197,7 +195,7 @@ def main(argv=None) -> int:
     if val is None:  # a run from before the calibration / validation split: split as export does
         calib, val, _ = split_holdout(calib)
     vset = make_validation_set([cat_dir / p for p in val], cfg, spec)
-    test_paths, test_labels, test_masks = test_split(cat_dir, spec.hw)
+    test_paths, test_labels, test_masks = load_test_set(cat_dir, spec.hw)
     goods = lambda names: to_input(load_rgb_stack([cat_dir / p for p in names], spec), spec)  # noqa: E731
     calib_x = goods(calib)
     sets = {"val": (vset.images, vset.labels, vset.masks),
